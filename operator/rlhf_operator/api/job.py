@@ -1,0 +1,61 @@
+"""What every kind's spec has besides its stage settings: image, compute, storage,
+run policy, queueing and environment."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from .base import ApiModel, Rule
+from .common import Distributed, EnvVar, Output, Resources, RunPolicy
+
+MULTI_NODE_NEEDS_SHARED_OUTPUT = Rule(
+    cel=(
+        "self.resources.nodes <= 1 || has(self.output.existingClaim)"
+        " || 'ReadWriteMany' in self.output.accessModes"
+    ),
+    check=lambda spec: (
+        spec.resources.nodes <= 1
+        or spec.output.existing_claim is not None
+        or "ReadWriteMany" in spec.output.access_modes
+    ),
+    message=(
+        "output.accessModes: resources.nodes > 1 needs ReadWriteMany (every node writes"
+        " checkpoints) or an existingClaim"
+    ),
+    field="output.accessModes",
+)
+
+SHARDING_NEEDS_GPUS = Rule(
+    cel="self.distributed.strategy == 'ddp' || self.resources.gpusPerNode > 0",
+    check=lambda spec: spec.distributed.strategy == "ddp" or spec.resources.gpus_per_node > 0,
+    message=(
+        "distributed.strategy: fsdp and deepspeed need GPUs; set resources.gpusPerNode > 0"
+        " or use ddp"
+    ),
+    field="distributed.strategy",
+)
+
+
+class JobSpec(ApiModel):
+    """Fields every kind shares. Subclasses add the stage's model, data and settings."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (MULTI_NODE_NEEDS_SHARED_OUTPUT, SHARDING_NEEDS_GPUS)
+
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """Trainer image; the operator's default (a Helm value) when unset."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When the kubelet pulls the trainer image."""
+    resources: Resources = Field(default_factory=Resources)
+    """GPUs, nodes, CPU, memory and placement of the training pods."""
+    distributed: Distributed = Field(default_factory=Distributed)
+    """How training is spread over GPUs and nodes."""
+    output: Output = Field(default_factory=Output)
+    """Where checkpoints and the final model are written."""
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    """Retries, deadlines, clean-up and suspension."""
+    queue_name: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    """Kueue LocalQueue: the Job is created suspended and admitted by Kueue."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra environment variables for the training container (e.g. HF_ENDPOINT)."""

@@ -1,0 +1,91 @@
+"""What the operator observed: phase, conditions, progress, metrics and output.
+
+The progress block follows Kubeflow Trainer's trainerStatus (progress percentage,
+estimated remaining time, last update) so dashboards and tools built for it map over.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import ApiModel
+
+Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended"]
+PHASES: tuple[Phase, ...] = ("Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended")
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+ConditionType = Literal["Ready", "Running", "Succeeded", "Failed", "Waiting", "Suspended"]
+
+
+class Condition(ApiModel):
+    """One aspect of the job's state, following Kubernetes condition conventions."""
+
+    type: ConditionType
+    """Ready, Running, Succeeded, Failed, Waiting or Suspended."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=REASON_PATTERN)]
+    """Machine-readable CamelCase reason, e.g. DependencyNotFound."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Human-readable explanation and what to do about it."""
+    last_transition_time: datetime
+    """When status last changed."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The spec generation the condition was computed from."""
+
+
+class Progress(ApiModel):
+    """Training progress reported by the trainer."""
+
+    step: Annotated[int, Field(ge=0)] = 0
+    """Optimizer steps completed."""
+    total_steps: Annotated[int, Field(ge=0)] | None = None
+    """Optimizer steps planned."""
+    percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """step / totalSteps, in percent."""
+    epoch: Annotated[float, Field(ge=0)] | None = None
+    """Epochs completed (fractional)."""
+    estimated_remaining_seconds: Annotated[int, Field(ge=0)] | None = None
+    """Estimated seconds until training ends, from the recent step rate."""
+    last_update_time: datetime | None = None
+    """When progress was last read from the trainer."""
+
+
+class OutputLocation(ApiModel):
+    """Where the finished model is."""
+
+    claim_name: str
+    """PersistentVolumeClaim holding the output."""
+    path: str
+    """Folder of the final model within the claim."""
+
+
+class JobStatus(ApiModel):
+    """Observed state of a training job."""
+
+    phase: Phase | None = None
+    """Pending, Waiting (for an upstream job), Running, Succeeded, Failed or Suspended."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Latest observations of the job's state."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The spec generation the status was computed from."""
+    progress: Progress | None = None
+    """Training progress."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """Latest training and evaluation figures, by name (e.g. eval_loss, objective/rlhf_reward)."""
+    key_metric: Annotated[str, Field(max_length=128)] | None = None
+    """The stage's headline figure as name=value, shown by kubectl get."""
+    output: OutputLocation | None = None
+    """Where the finished model is."""
+    job_name: str | None = None
+    """The batch Job running the training."""
+    start_time: datetime | None = None
+    """When training started."""
+    completion_time: datetime | None = None
+    """When the job succeeded or failed."""
+    attempts: Annotated[int, Field(ge=0)] = 0
+    """Training pod attempts so far (retries after failures and disruptions included)."""
+    message: Annotated[str, Field(max_length=32768)] | None = None
+    """Summary of the current state."""

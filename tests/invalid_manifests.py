@@ -1,0 +1,155 @@
+"""Invalid manifests, each with where the problem is and a fragment of the message.
+
+The same cases run against the pydantic models (tests/unit) and against the real
+apiserver with the generated CRDs (tests/cluster): both must refuse each manifest,
+naming the field path and saying the same thing.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+MINIMAL: dict[str, dict[str, Any]] = {
+    "SFTJob": {
+        "model": {"preset": "tiny"},
+        "dataset": {"preset": "tiny"},
+    },
+    "RewardModelJob": {
+        "model": {"fromJob": {"kind": "SFTJob", "name": "policy"}},
+        "dataset": {"preset": "tiny"},
+    },
+    "PPOJob": {
+        "policy": {"fromJob": {"kind": "SFTJob", "name": "policy"}},
+        "rewardModel": {"fromJob": {"kind": "RewardModelJob", "name": "reward"}},
+        "dataset": {"preset": "tiny"},
+    },
+}
+
+_DELETE = object()
+
+
+@dataclass(frozen=True)
+class InvalidCase:
+    name: str
+    kind: str
+    changes: dict[str, Any]
+    """Dotted paths under the manifest root, e.g. "spec.training.learningRate", and
+    their new values (_DELETE removes the key)."""
+    path: str
+    """The field path both the apiserver and the models must name."""
+    fragment: str
+    """Text both messages must contain."""
+    metadata_name: str = "bad"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def minimal_manifest(kind: str, name: str = "valid") -> dict[str, Any]:
+    return {
+        "apiVersion": "rlhf.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": copy.deepcopy(MINIMAL[kind]),
+    }
+
+
+def build(case: InvalidCase) -> dict[str, Any]:
+    manifest = minimal_manifest(case.kind, case.metadata_name)
+    for dotted, value in case.changes.items():
+        *parents, leaf = dotted.split(".")
+        node = manifest
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is _DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return manifest
+
+
+CASES = [
+    InvalidCase("learning-rate-not-a-number", "SFTJob",
+                {"spec.training.learningRate": "fast"}, "spec.training.learningRate", "number"),
+    InvalidCase("learning-rate-negative", "SFTJob",
+                {"spec.training.learningRate": -1}, "spec.training.learningRate",
+                "greater than 0"),
+    InvalidCase("batch-size-zero", "RewardModelJob",
+                {"spec.training.batchSize": 0}, "spec.training.batchSize",
+                "greater than or equal to 1"),
+    InvalidCase("unknown-task", "SFTJob", {"spec.task": "regression"}, "spec.task",
+                "sequence-classification"),
+    InvalidCase("two-model-sources", "SFTJob",
+                {"spec.model": {"preset": "tiny", "hub": {"id": "Qwen/Qwen2.5-0.5B"}}},
+                "spec.model", "model source: set exactly one of hub, pvc, fromJob or preset"),
+    InvalidCase("no-model-source", "RewardModelJob", {"spec.model": {}}, "spec.model",
+                "model source: set exactly one of hub, pvc, fromJob or preset"),
+    InvalidCase("model-missing", "SFTJob", {"spec.model": _DELETE}, "spec.model",
+                "Required value"),
+    InvalidCase("reward-model-from-sft-job", "PPOJob",
+                {"spec.rewardModel": {"fromJob": {"kind": "SFTJob", "name": "policy"}}},
+                "spec.rewardModel.fromJob.kind", "RewardModelJob"),
+    InvalidCase("policy-from-reward-job", "SFTJob",
+                {"spec.model": {"fromJob": {"kind": "RewardModelJob", "name": "reward"}}},
+                "spec.model.fromJob.kind", "SFTJob"),
+    InvalidCase("from-job-bad-name", "PPOJob",
+                {"spec.policy": {"fromJob": {"kind": "SFTJob", "name": "Not_A_Name"}}},
+                "spec.policy.fromJob.name", "match"),
+    InvalidCase("two-dataset-sources", "SFTJob",
+                {"spec.dataset": {"preset": "tiny", "hub": {"id": "trl-lib/Capybara"}}},
+                "spec.dataset", "dataset source: set exactly one of hub, pvc or preset"),
+    InvalidCase("eval-split-and-fraction", "SFTJob",
+                {"spec.dataset.evalSplit": "test", "spec.dataset.evalFraction": 0.1},
+                "spec.dataset.evalFraction", "set at most one of evalSplit or evalFraction"),
+    InvalidCase("eval-fraction-too-big", "RewardModelJob",
+                {"spec.dataset.evalFraction": 1.5}, "spec.dataset.evalFraction", "less than 1"),
+    InvalidCase("multi-node-without-shared-output", "SFTJob",
+                {"spec.resources": {"nodes": 2}}, "spec.output.accessModes",
+                "resources.nodes > 1 needs ReadWriteMany"),
+    InvalidCase("fsdp-on-cpu", "SFTJob",
+                {"spec.resources": {"gpusPerNode": 0}, "spec.distributed": {"strategy": "fsdp"}},
+                "spec.distributed.strategy", "fsdp and deepspeed need GPUs"),
+    InvalidCase("unknown-strategy", "PPOJob", {"spec.distributed": {"strategy": "horovod"}},
+                "spec.distributed.strategy", "deepspeed-zero3"),
+    InvalidCase("memory-not-a-quantity", "SFTJob", {"spec.resources": {"memory": "lots"}},
+                "spec.resources.memory", "match"),
+    InvalidCase("unknown-field", "SFTJob", {"spec.trainng": {"epochs": 1}}, "spec.trainng",
+                "unknown field"),
+    InvalidCase("classification-without-labels", "SFTJob",
+                {"spec.task": "sequence-classification"}, "spec.labels",
+                "task sequence-classification needs at least two labels"),
+    InvalidCase("causal-lm-with-labels", "SFTJob", {"spec.labels": ["neg", "pos"]},
+                "spec.task", "causal-lm trains on messages, prompt-completion or text data"),
+    InvalidCase("packing-for-classification", "SFTJob",
+                {"spec.task": "sequence-classification", "spec.labels": ["neg", "pos"],
+                 "spec.packing": True},
+                "spec.packing", "packing and generation.candidates need task causal-lm"),
+    InvalidCase("early-stopping-without-eval", "SFTJob", {"spec.earlyStopping": {"patience": 2}},
+                "spec.earlyStopping", "needs evaluation data"),
+    InvalidCase("mini-batches-do-not-divide", "PPOJob",
+                {"spec.ppo": {"rolloutBatchSize": 16, "miniBatches": 3}},
+                "spec.ppo.miniBatches", "must divide ppo.rolloutBatchSize evenly"),
+    InvalidCase("kl-coef-not-a-number", "PPOJob", {"spec.ppo": {"klCoef": "high"}},
+                "spec.ppo.klCoef", "number"),
+    InvalidCase("name-too-long", "SFTJob", {}, "metadata.name", "at most 52 characters",
+                metadata_name="a" * 60),
+    InvalidCase("env-value-and-secret", "PPOJob",
+                {"spec.env": [{"name": "HF_TOKEN", "value": "x",
+                               "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]},
+                "spec.env[0]", "env: set exactly one of value or valueFrom"),
+    InvalidCase("env-bad-name", "SFTJob", {"spec.env": [{"name": "1BAD", "value": "x"}]},
+                "spec.env[0].name", "match"),
+    InvalidCase("existing-claim-and-storage-class", "RewardModelJob",
+                {"spec.output": {"existingClaim": "models", "storageClassName": "fast"}},
+                "spec.output.existingClaim",
+                "set at most one of storageClassName or existingClaim"),
+    InvalidCase("toleration-bad-effect", "SFTJob",
+                {"spec.resources": {"tolerations": [{"key": "gpu", "effect": "Sometimes"}]}},
+                "spec.resources.tolerations[0].effect", "NoExecute"),
+    InvalidCase("backoff-limit-negative", "PPOJob", {"spec.runPolicy": {"backoffLimit": -1}},
+                "spec.runPolicy.backoffLimit", "greater than or equal to 0"),
+    InvalidCase("lora-dropout-one", "SFTJob", {"spec.lora": {"dropout": 1.0}},
+                "spec.lora.dropout", "less than 1"),
+    InvalidCase("hub-model-without-id", "SFTJob", {"spec.model": {"hub": {"revision": "main"}}},
+                "spec.model.hub.id", "Required value"),
+]
