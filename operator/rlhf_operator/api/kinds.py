@@ -187,5 +187,3 @@ def parse_manifest(document: dict[str, Any], source: str = "") -> TrainingJob:
 def kind_info(job: TrainingJob | str) -> KindInfo:
     """The KindInfo of a job model or kind name."""
     return KINDS_BY_NAME[job if isinstance(job, str) else job.kind]  # type: ignore[attr-defined]
-
-

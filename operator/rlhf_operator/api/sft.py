@@ -58,8 +58,10 @@ CLASSIFICATION_NEEDS_LABELS = Rule(
         "self.task != 'sequence-classification' ||"
         " (self.labels.size() >= 2 && self.dataset.format in ['auto', 'classification'])"
     ),
-    check=lambda spec: spec.task != "sequence-classification"
-    or (len(spec.labels) >= 2 and spec.dataset.format in ("auto", "classification")),
+    check=lambda spec: (
+        spec.task != "sequence-classification"
+        or (len(spec.labels) >= 2 and spec.dataset.format in ("auto", "classification"))
+    ),
     message=(
         "labels: task sequence-classification needs at least two labels and classification data"
     ),
@@ -70,8 +72,9 @@ CAUSAL_LM_NEEDS_TEXT = Rule(
         "self.task != 'causal-lm'"
         " || (self.labels.size() == 0 && self.dataset.format != 'classification')"
     ),
-    check=lambda spec: spec.task != "causal-lm"
-    or (not spec.labels and spec.dataset.format != "classification"),
+    check=lambda spec: (
+        spec.task != "causal-lm" or (not spec.labels and spec.dataset.format != "classification")
+    ),
     message=(
         "task: causal-lm trains on messages, prompt-completion or text data without labels;"
         " use task sequence-classification for labelled data"
@@ -80,16 +83,19 @@ CAUSAL_LM_NEEDS_TEXT = Rule(
 )
 GENERATIVE_ONLY = Rule(
     cel="self.task == 'causal-lm' || (!self.packing && !has(self.generation.candidates))",
-    check=lambda spec: spec.task == "causal-lm"
-    or (not spec.packing and spec.generation.candidates is None),
+    check=lambda spec: (
+        spec.task == "causal-lm" or (not spec.packing and spec.generation.candidates is None)
+    ),
     message="packing: packing and generation.candidates need task causal-lm",
     field="packing",
 )
 EARLY_STOPPING_NEEDS_EVAL = Rule(
     cel="!has(self.earlyStopping) || has(self.dataset.evalSplit) || has(self.dataset.evalFraction)",
-    check=lambda spec: spec.early_stopping is None
-    or spec.dataset.eval_split is not None
-    or spec.dataset.eval_fraction is not None,
+    check=lambda spec: (
+        spec.early_stopping is None
+        or spec.dataset.eval_split is not None
+        or spec.dataset.eval_fraction is not None
+    ),
     message="earlyStopping: needs evaluation data; set dataset.evalSplit or dataset.evalFraction",
     field="earlyStopping",
 )

@@ -1,0 +1,146 @@
+"""Bad input ends with a distinct exit code and one line naming the file and the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rlhf_trainer.errors import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR
+from rlhf_trainer.lifecycle import run_stage
+from rlhf_trainer.reward import train as train_reward
+from rlhf_trainer.sft import train as train_sft
+
+from tests.trainer.conftest import CPU, job_manifest
+
+TRAINING = {"maxSteps": 2, "batchSize": 4, "maxLength": 32}
+
+
+def _pvc_sft(extra: dict | None = None) -> dict:
+    spec = {
+        **CPU,
+        "model": {"preset": "tiny"},
+        "dataset": {"pvc": {"claimName": "data", "path": "sft.jsonl"}},
+        "training": TRAINING,
+        "generation": {"samples": 0},
+    }
+    spec.update(extra or {})
+    return job_manifest("SFTJob", "bad", spec)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _run(stage, write_config, manifest, inputs, capsys) -> tuple[int, str, dict]:
+    config, _ = write_config(manifest, inputs)
+    code = run_stage(stage, config, train_sft if stage == "sft" else train_reward)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    termination = json.loads(config.with_name("run.termination").read_text())
+    return code, error, termination
+
+
+def test_missing_column_names_the_file_and_the_column(write_config, tmp_path, capsys) -> None:
+    data = _write_rows(tmp_path / "sft.jsonl", [{"prompt": "hi", "answer": "there"}] * 4)
+    manifest = _pvc_sft(
+        {
+            "dataset": {
+                "pvc": {"claimName": "data", "path": "sft.jsonl"},
+                "format": "prompt-completion",
+            }
+        }
+    )
+    code, error, termination = _run("sft", write_config, manifest, {"dataset": str(data)}, capsys)
+    assert code == EXIT_DATA_ERROR
+    assert error.startswith("rlhf-trainer: error: ")
+    assert str(data) in error and "'completion'" in error and "dataset.columns" in error
+    assert termination == {"phase": "Failed", "reason": "DataError", "message": error[21:]}
+
+
+def test_column_mapping_fixes_that_same_file(write_config, tmp_path, capsys) -> None:
+    data = _write_rows(tmp_path / "sft.jsonl", [{"prompt": "hi", "answer": " there"}] * 8)
+    manifest = _pvc_sft(
+        {
+            "dataset": {
+                "pvc": {"claimName": "data", "path": "sft.jsonl"},
+                "columns": {"completion": "answer"},
+            }
+        }
+    )
+    config, _ = write_config(manifest, {"dataset": str(data)})
+    assert run_stage("sft", config, train_sft) == 0
+
+
+def test_empty_file_is_a_data_error(write_config, tmp_path, capsys) -> None:
+    data = tmp_path / "sft.jsonl"
+    data.write_text("")
+    code, error, _ = _run("sft", write_config, _pvc_sft(), {"dataset": str(data)}, capsys)
+    assert code == EXIT_DATA_ERROR and str(data) in error
+
+
+def test_missing_file_is_a_data_error(write_config, tmp_path, capsys) -> None:
+    missing = tmp_path / "nowhere" / "sft.jsonl"
+    code, error, _ = _run("sft", write_config, _pvc_sft(), {"dataset": str(missing)}, capsys)
+    assert code == EXIT_DATA_ERROR and "no such file or folder" in error and str(missing) in error
+
+
+def test_unknown_label_names_the_row_and_the_label_set(write_config, tmp_path, capsys) -> None:
+    rows = [{"text": "fine", "label": "positive"}] * 3 + [{"text": "meh", "label": "neutral"}]
+    data = _write_rows(tmp_path / "sft.jsonl", rows)
+    manifest = _pvc_sft({"task": "sequence-classification", "labels": ["negative", "positive"]})
+    code, error, _ = _run("sft", write_config, manifest, {"dataset": str(data)}, capsys)
+    assert code == EXIT_DATA_ERROR
+    assert "row 4 has label 'neutral'" in error and "['negative', 'positive']" in error
+    assert str(data) in error and ": label:" in error
+
+
+def test_unrecognisable_reward_data_names_the_formats(write_config, tmp_path, capsys) -> None:
+    data = _write_rows(tmp_path / "prefs.jsonl", [{"good": "a", "bad": "b"}] * 3)
+    manifest = job_manifest(
+        "RewardModelJob",
+        "bad",
+        {
+            **CPU,
+            "model": {"preset": "tiny"},
+            "dataset": {"pvc": {"claimName": "data", "path": "prefs.jsonl"}},
+            "training": TRAINING,
+        },
+    )
+    code, error, _ = _run("rm", write_config, manifest, {"dataset": str(data)}, capsys)
+    assert code == EXIT_DATA_ERROR
+    assert "chosen+rejected or responses or score" in error and "set dataset.format" in error
+
+
+def test_model_folder_without_a_model_is_a_config_error(write_config, tmp_path, capsys) -> None:
+    manifest = _pvc_sft({"model": {"fromJob": {"name": "upstream"}}, "dataset": {"preset": "tiny"}})
+    code, error, _ = _run("sft", write_config, manifest, {"model": str(tmp_path)}, capsys)
+    assert code == EXIT_CONFIG_ERROR
+    assert "spec.model" in error and "config.json is missing" in error
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("{not json", "not JSON"), (json.dumps({"job": {"kind": "SFTJob"}}), "job.SFTJob.metadata")],
+)
+def test_bad_config_file_exits_with_the_config_code(tmp_path, content, fragment) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf_trainer", "sft", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == EXIT_CONFIG_ERROR
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"rlhf-trainer: error: {path}: ") and fragment in last
+
+
+def test_config_for_another_stage_is_refused(write_config, capsys) -> None:
+    manifest = _pvc_sft({"dataset": {"preset": "tiny"}})
+    config, _ = write_config(manifest)
+    assert run_stage("rm", config, train_reward) == EXIT_CONFIG_ERROR
+    assert "stage rm runs RewardModelJob, but the config holds a SFTJob" in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""Killed or stopped runs resume from their checkpoint; two processes train data-parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rlhf_trainer.lifecycle import EXIT_INTERRUPTED
+
+from tests.trainer.conftest import CPU, job_manifest, summary
+
+SPEC = {
+    **CPU,
+    "model": {"preset": "tiny"},
+    "dataset": {"preset": "tiny"},
+    "training": {
+        "maxSteps": 300,
+        "learningRate": 1e-3,
+        "batchSize": 4,
+        "maxLength": 64,
+        "loggingSteps": 10,
+    },
+    "generation": {"samples": 0},
+    "runPolicy": {"checkpointInterval": 40, "checkpointsToKeep": 2},
+}
+
+
+def _start(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlhf_trainer", "sft", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for_checkpoint(output: Path, step: int, process: subprocess.Popen[str]) -> None:
+    marker = output / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    out, _ = process.communicate(timeout=300)
+    return process.returncode, out
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(write_config) -> None:
+    config, output = write_config(job_manifest("SFTJob", "resume", SPEC))
+    first = _start(config)
+    _wait_for_checkpoint(output, 40, first)
+    first.kill()  # no chance to clean up: a crash, an OOM kill, a lost node
+    first.wait()
+    assert not (output / "model").exists()
+    saved = sorted(
+        int(p.name.split("-")[1])
+        for p in (output / "checkpoints").glob("checkpoint-*")
+        if (p / "trainer_state.json").exists()
+    )
+    assert saved and saved[-1] < 300
+
+    code, log = _finish(_start(config))
+    assert code == 0, log
+    assert f"resuming from checkpoint-{saved[-1]}" in log
+    result = summary(output)
+    assert result["steps"] == 300
+    # The resumed process never logged the steps before the checkpoint: it continued.
+    assert min(row["step"] for row in result["history"]) >= saved[-1]
+    state = json.loads(
+        (output / "checkpoints" / "checkpoint-280" / "trainer_state.json").read_text()
+    )
+    assert state["global_step"] == 280
+
+
+def test_sigterm_saves_a_checkpoint_then_the_rerun_finishes(write_config) -> None:
+    config, output = write_config(job_manifest("SFTJob", "graceful", SPEC))
+    first = _start(config)
+    _wait_for_checkpoint(output, 40, first)
+    first.send_signal(signal.SIGTERM)  # what the kubelet sends on eviction or suspension
+    code, log = _finish(first)
+    assert code == EXIT_INTERRUPTED, log
+    assert "saving a checkpoint and stopping" in log
+    assert not (output / "model").exists()
+    resumed_from = max(
+        int(p.name.split("-")[1]) for p in (output / "checkpoints").glob("checkpoint-*")
+    )
+    assert 40 <= resumed_from < 300
+
+    code, log = _finish(_start(config))
+    assert code == 0 and f"resuming from checkpoint-{resumed_from}" in log
+    assert summary(output)["steps"] == 300
+
+
+def test_two_process_data_parallel_sft(write_config) -> None:
+    spec = {**SPEC, "training": {**SPEC["training"], "maxSteps": 20}}
+    config, output = write_config(job_manifest("SFTJob", "ddp", spec))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "rlhf_trainer",
+            "sft",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    done = summary(output)
+    assert done["worldSize"] == 2 and done["steps"] == 20
+    assert (output / "model" / "COMPLETE").exists()

@@ -1,0 +1,275 @@
+"""What every stage does around its training: read the config, pick the device and
+precision, serve telemetry, stop cleanly on SIGTERM / Ctrl-C, publish the finished model
+atomically, and report how it ended (exit code, metrics.json, termination message, report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rlhf_operator.api import field_errors
+from rlhf_operator.api.trainer_config import FINAL_MODEL_DIR, TrainerConfig
+
+from .errors import ConfigError, UserError
+from .telemetry import Telemetry, write_summary, write_termination_message
+
+EXIT_INTERRUPTED = 143
+"""Stopped by SIGTERM or Ctrl-C after saving a checkpoint: retried, never counted done."""
+STAGE_KINDS = {"sft": "SFTJob", "rm": "RewardModelJob", "ppo": "PPOJob"}
+
+
+@dataclass
+class StageResult:
+    """What a stage hands back: figures for status, and extra files for the report."""
+
+    metrics: dict[str, float]
+    key_metric: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Everything a stage needs besides its spec."""
+
+    config: TrainerConfig
+    output_dir: Path
+    telemetry: Telemetry
+    device: str
+    precision: str
+    rank: int
+    local_rank: int
+    world_size: int
+    stop: StopRequest
+
+    @property
+    def spec(self) -> Any:
+        return self.config.job.spec
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    @property
+    def final_model_dir(self) -> Path:
+        return self.output_dir / FINAL_MODEL_DIR
+
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+
+
+class StopRequest:
+    """Set by SIGTERM (eviction, suspension, preemption) or Ctrl-C.
+
+    Training loops check it after each step, save a checkpoint and stop; the process then
+    exits with EXIT_INTERRUPTED so the next attempt resumes. A second signal exits at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        self._previous = {
+            signum: signal.signal(signum, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def uninstall(self) -> None:
+        for signum, handler in getattr(self, "_previous", {}).items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise SystemExit(EXIT_INTERRUPTED)
+        self.requested = True
+        print(
+            f"rlhf-trainer: {signal.Signals(signum).name}: saving a checkpoint and stopping",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class Interrupted(Exception):
+    """Training stopped on request after checkpointing."""
+
+
+def load_config(path: Path) -> TrainerConfig:
+    try:
+        document = json.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read the config: {error.strerror}", where=str(path)) from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"not JSON: {error}", where=str(path)) from None
+    try:
+        return TrainerConfig.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(str(problem) for problem in field_errors(error))
+        raise ConfigError(problems, where=str(path)) from None
+
+
+def choose_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was requested but no GPU is visible", field="device")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def choose_precision(requested: str, device: str) -> str:
+    """bf16 on GPUs that have it; fp32 on CPU, where bf16 is about twice as slow."""
+    import torch
+
+    if requested != "auto":
+        if device == "cpu" and requested == "fp16":
+            raise ConfigError("fp16 needs a GPU; use fp32 or bf16", field="spec.training.precision")
+        return requested
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageResult]) -> int:
+    """Run one stage end to end and return the process exit code."""
+    started = time.time()
+    termination_path: str | None = "/dev/termination-log"
+    telemetry: Telemetry | None = None
+    stop = StopRequest()
+    try:
+        config = load_config(config_path)
+        termination_path = config.telemetry.termination_message_path
+        if config.job.kind != STAGE_KINDS[stage]:
+            raise ConfigError(
+                f"stage {stage} runs {STAGE_KINDS[stage]},"
+                f" but the config holds a {config.job.kind}",
+                where=str(config_path),
+                field="job.kind",
+            )
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        device = choose_device(config.device)
+        telemetry = Telemetry(
+            config.job.metadata.namespace or "default",
+            config.job.metadata.name,
+            config.job.kind,
+            serve=local_rank == 0,
+        )
+        stop.install()
+        context = Context(
+            config=config,
+            output_dir=Path(config.paths.output),
+            telemetry=telemetry,
+            device=device,
+            precision=choose_precision(config.job.spec.training.precision, device),
+            rank=rank,
+            local_rank=local_rank,
+            world_size=world_size,
+            stop=stop,
+        )
+        context.output_dir.mkdir(parents=True, exist_ok=True)
+        telemetry.start(config.telemetry.metrics_host, config.telemetry.metrics_port)
+        if telemetry.address and context.is_main:
+            print(f"rlhf-trainer: metrics and progress at {telemetry.address}", flush=True)
+        result = train(context)
+        telemetry.set_state("done")
+        if context.is_main:
+            summary = {
+                "phase": "Succeeded",
+                "kind": config.job.kind,
+                "keyMetric": result.key_metric,
+                "metrics": result.metrics,
+                "output": FINAL_MODEL_DIR,
+                "seconds": round(time.time() - started, 1),
+                "steps": telemetry.step,
+                "worldSize": context.world_size,
+                "device": context.device,
+                "precision": context.precision,
+            }
+            write_summary(context.output_dir, summary, telemetry.history, termination_path)
+            from .report import write_report
+
+            write_report(context.output_dir, config, summary, telemetry.history, result.details)
+        return 0
+    except UserError as error:
+        print(f"rlhf-trainer: error: {error}", file=sys.stderr, flush=True)
+        if termination_path:
+            write_termination_message(
+                termination_path,
+                {"phase": "Failed", "reason": type(error).__name__, "message": str(error)[:3000]},
+            )
+        return error.exit_code
+    except Interrupted:
+        print("rlhf-trainer: stopped after saving a checkpoint; rerun to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        traceback.print_exc()
+        if termination_path:
+            write_termination_message(
+                termination_path,
+                {
+                    "phase": "Failed",
+                    "reason": "TrainerCrashed",
+                    "message": f"{type(error).__name__}: {error}"[:3000],
+                },
+            )
+        return 1
+    finally:
+        stop.uninstall()
+        if telemetry is not None:
+            telemetry.stop()
+
+
+def publish_model(output_dir: Path, save: Callable[[Path], None]) -> Path:
+    """Save the finished model into a temporary folder, then rename it into place.
+
+    A crash mid-save leaves only a temporary folder, never a half-written ``model/``
+    that a downstream job would take for a finished model.
+    """
+    final = output_dir / FINAL_MODEL_DIR
+    staging = Path(tempfile.mkdtemp(prefix=f".{FINAL_MODEL_DIR}.", dir=output_dir))
+    save(staging)
+    (staging / "COMPLETE").write_text(json.dumps({"saved": time.time()}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(staging, final)
+    return final
+
+
+def latest_checkpoint(
+    checkpoint_dir: Path, complete_marker: str = "trainer_state.json"
+) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder, if any.
+
+    transformers writes its checkpoints in place and the trainer state last, so a folder
+    without that file is a save that was cut short: it is skipped.
+    """
+    if not checkpoint_dir.is_dir():
+        return None
+    found = [
+        path
+        for path in checkpoint_dir.iterdir()
+        if path.is_dir()
+        and path.name.startswith("checkpoint-")
+        and path.name[11:].isdigit()
+        and (path / complete_marker).exists()
+    ]
+    return max(found, key=lambda path: int(path.name[11:]), default=None)

@@ -1,0 +1,98 @@
+"""Loading models and tokenizers from wherever a spec says they are.
+
+Hub ids, claim paths, earlier jobs' outputs and the tiny preset all end in the same
+``from_pretrained(path_or_id)`` call: the code real users hit with hub ids is the
+code the tests run on local folders.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rlhf_operator.api import PolicyModelSource, RewardModelSource
+from rlhf_operator.api.trainer_config import InputSlot, TrainerConfig, hub_token_variable
+
+from .errors import ConfigError
+from .presets import tiny_model_path
+
+ModelSource = PolicyModelSource | RewardModelSource
+
+
+def resolve(source: ModelSource, slot: InputSlot, config: TrainerConfig) -> dict[str, Any]:
+    """The first argument and keyword arguments for ``from_pretrained``."""
+    if source.preset is not None:
+        return {"pretrained_model_name_or_path": str(tiny_model_path(config.paths.cache))}
+    if source.hub is not None:
+        arguments: dict[str, Any] = {"pretrained_model_name_or_path": source.hub.id}
+        if source.hub.revision:
+            arguments["revision"] = source.hub.revision
+        token = os.environ.get(hub_token_variable(slot))
+        if token:
+            arguments["token"] = token
+        if config.paths.cache:
+            arguments["cache_dir"] = os.path.join(config.paths.cache, "hub")
+        return arguments
+    path = config.paths.inputs.get(slot)
+    if not path:
+        raise ConfigError(
+            "no local path was given for this source (paths.inputs is missing it)",
+            field=f"spec.{slot}",
+        )
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(
+            f"{path} holds no model (config.json is missing); check the claim path or that"
+            " the upstream job finished",
+            field=f"spec.{slot}",
+        )
+    return {"pretrained_model_name_or_path": path}
+
+
+def load_tokenizer(source: ModelSource, slot: InputSlot, config: TrainerConfig) -> Any:
+    """The source's tokenizer, with a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _load(AutoTokenizer, source, slot, config)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(source: ModelSource, slot: InputSlot, config: TrainerConfig, dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return _load(AutoModelForCausalLM, source, slot, config, dtype=dtype)
+
+
+def load_classifier(
+    source: ModelSource,
+    slot: InputSlot,
+    config: TrainerConfig,
+    dtype: Any,
+    labels: list[str] | None,
+    pad_token_id: int,
+) -> Any:
+    """A sequence classifier: ``labels`` names its classes, or None for one score."""
+    from transformers import AutoModelForSequenceClassification
+
+    arguments: dict[str, Any] = {"dtype": dtype}
+    if labels:
+        arguments["num_labels"] = len(labels)
+        arguments["id2label"] = dict(enumerate(labels))
+        arguments["label2id"] = {label: index for index, label in enumerate(labels)}
+    else:
+        arguments["num_labels"] = 1
+    model = _load(AutoModelForSequenceClassification, source, slot, config, **arguments)
+    model.config.pad_token_id = pad_token_id
+    return model
+
+
+def _load(
+    factory: Any, source: ModelSource, slot: InputSlot, config: TrainerConfig, **extra: Any
+) -> Any:
+    arguments = resolve(source, slot, config)
+    try:
+        return factory.from_pretrained(**arguments, **extra)
+    except OSError as error:
+        where = arguments["pretrained_model_name_or_path"]
+        raise ConfigError(f"cannot load {where}: {error}", field=f"spec.{slot}") from error

@@ -1,0 +1,249 @@
+"""What a running trainer tells the world: Prometheus /metrics, /progress JSON, and on
+exit metrics.json plus a one-line summary in the termination message.
+
+The operator and local mode poll /progress (the pod needs no Kubernetes API rights);
+Prometheus scrapes /metrics. Only the main process of each node serves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from rlhf_operator.api import Progress
+
+LABELS = ("namespace", "job", "kind")
+
+# Headline figures get their own metric; every figure also lands in a labelled gauge.
+NAMED_GAUGES: dict[str, tuple[str, str]] = {
+    "loss": ("rlhf_training_loss", "Training loss of the latest logging window."),
+    "learning_rate": ("rlhf_training_learning_rate", "Current learning rate."),
+    "grad_norm": ("rlhf_training_gradient_norm", "Gradient norm before clipping."),
+    "tokens_per_second": ("rlhf_training_tokens_per_second", "Training throughput in tokens."),
+    "samples_per_second": ("rlhf_training_samples_per_second", "Training throughput in examples."),
+    "objective/scores": ("rlhf_ppo_score", "Mean reward-model score of the policy's responses."),
+    "objective/rlhf_reward": ("rlhf_ppo_rlhf_reward", "Mean score minus the KL penalty."),
+    "objective/kl": ("rlhf_ppo_kl", "Mean KL divergence of the policy from the reference."),
+    "objective/entropy": ("rlhf_ppo_entropy", "Mean per-sequence entropy of the policy."),
+    "policy/clipfrac_avg": ("rlhf_ppo_clip_fraction", "Fraction of policy ratios clipped."),
+    "loss/value_avg": ("rlhf_ppo_value_loss", "Value-function loss."),
+    "loss/policy_avg": ("rlhf_ppo_policy_loss", "Clipped policy-gradient loss."),
+}
+
+
+class Telemetry:
+    """Progress, metrics and their endpoint for one training process."""
+
+    def __init__(self, namespace: str, job: str, kind: str, serve: bool = True) -> None:
+        self.labels = {"namespace": namespace, "job": job, "kind": kind}
+        self.registry = CollectorRegistry()
+        self.serve = serve
+        self._lock = threading.Lock()
+        self.step = 0
+        self.total_steps: int | None = None
+        self.epoch: float | None = None
+        self.metrics: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.stage_state = "starting"
+        self._recent: deque[tuple[float, int]] = deque(maxlen=20)
+        self._last_throughput: tuple[float, float, float] | None = None  # time, tokens, samples
+        self._server: ThreadingHTTPServer | None = None
+        self.address: str | None = None
+
+        def gauge(name: str, help_text: str, extra: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, help_text, (*LABELS, *extra), registry=self.registry)
+
+        self._step = gauge("rlhf_training_step", "Optimizer steps (PPO updates) completed.")
+        self._total = gauge("rlhf_training_total_steps", "Optimizer steps planned.")
+        self._ratio = gauge("rlhf_training_progress_ratio", "Completed fraction of training, 0-1.")
+        self._epoch = gauge("rlhf_training_epoch", "Epochs completed (fractional).")
+        self._remaining = gauge(
+            "rlhf_training_remaining_seconds", "Estimated seconds until training ends."
+        )
+        self._steps_counter = Counter(
+            "rlhf_training_steps",
+            "Optimizer steps taken by this process.",
+            LABELS,
+            registry=self.registry,
+        )
+        self._named = {key: gauge(name, text) for key, (name, text) in NAMED_GAUGES.items()}
+        self._train_metric = gauge(
+            "rlhf_train_metric", "Any training figure the trainer logs, by name.", ("metric",)
+        )
+        self._eval_metric = gauge(
+            "rlhf_eval_metric", "Evaluation figures (accuracy, f1, loss, reward...).", ("metric",)
+        )
+        self._info = gauge("rlhf_trainer_info", "Constant 1, labelled with the stage.", ("stage",))
+        self._info.labels(**self.labels, stage=kind).set(1)
+
+    # --- updates ----------------------------------------------------------------------
+
+    def start(self, host: str, port: int) -> None:
+        """Serve /metrics and /progress in a background thread (main process only)."""
+        if not self.serve:
+            return
+        telemetry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    body, kind = generate_latest(telemetry.registry), CONTENT_TYPE_LATEST
+                elif self.path.startswith("/progress"):
+                    body = json.dumps(telemetry.progress_document()).encode()
+                    kind = "application/json"
+                elif self.path.startswith("/healthz"):
+                    body, kind = b"ok", "text/plain"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *arguments: Any) -> None:
+                return  # scrapes every few seconds would drown the training log
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        bound_host, bound_port = self._server.server_address[:2]
+        self.address = f"http://{bound_host}:{bound_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def set_total(self, total_steps: int) -> None:
+        with self._lock:
+            self.total_steps = total_steps
+            self._total.labels(**self.labels).set(total_steps)
+
+    def set_state(self, state: str) -> None:
+        with self._lock:
+            self.stage_state = state
+
+    def record_step(self, step: int, epoch: float | None = None) -> None:
+        with self._lock:
+            if step > self.step:
+                self._steps_counter.labels(**self.labels).inc(step - self.step)
+            self.step = step
+            self.epoch = epoch
+            self._recent.append((time.monotonic(), step))
+            self._step.labels(**self.labels).set(step)
+            if epoch is not None:
+                self._epoch.labels(**self.labels).set(epoch)
+            if self.total_steps:
+                self._ratio.labels(**self.labels).set(min(1.0, step / self.total_steps))
+            remaining = self.remaining_seconds()
+            if remaining is not None:
+                self._remaining.labels(**self.labels).set(remaining)
+        self.stage_state = "training"
+
+    def record_throughput(
+        self, tokens_seen: float | None, samples_seen: float | None
+    ) -> dict[str, float]:
+        """Turn running totals into per-second rates since the previous call."""
+        now = time.monotonic()
+        rates: dict[str, float] = {}
+        previous = self._last_throughput
+        self._last_throughput = (now, tokens_seen or 0.0, samples_seen or 0.0)
+        if previous is not None and now > previous[0]:
+            elapsed = now - previous[0]
+            if tokens_seen is not None:
+                rates["tokens_per_second"] = (tokens_seen - previous[1]) / elapsed
+            if samples_seen is not None:
+                rates["samples_per_second"] = (samples_seen - previous[2]) / elapsed
+        return rates
+
+    def record_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Log figures: update gauges, the latest values and the history for plots."""
+        clean = {name: float(value) for name, value in metrics.items() if _is_number(value)}
+        with self._lock:
+            self.metrics.update(clean)
+            self.history.append({"step": self.step if step is None else step, **clean})
+            for name, value in clean.items():
+                if name.startswith("eval_") or name.startswith("eval/"):
+                    self._eval_metric.labels(**self.labels, metric=name[5:]).set(value)
+                else:
+                    self._train_metric.labels(**self.labels, metric=name).set(value)
+                if name in self._named:
+                    self._named[name].labels(**self.labels).set(value)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def remaining_seconds(self) -> int | None:
+        if not self.total_steps or len(self._recent) < 2:
+            return None
+        (start_time, start_step), (end_time, end_step) = self._recent[0], self._recent[-1]
+        if end_step <= start_step:
+            return None
+        rate = (end_step - start_step) / (end_time - start_time)
+        return max(0, round((self.total_steps - end_step) / rate))
+
+    def progress(self) -> Progress:
+        percent = None
+        if self.total_steps:
+            percent = min(100, int(100 * self.step / self.total_steps))
+        return Progress(
+            step=self.step,
+            total_steps=self.total_steps,
+            percent=percent,
+            epoch=self.epoch,
+            estimated_remaining_seconds=self.remaining_seconds(),
+            last_update_time=datetime.now(UTC).replace(microsecond=0),
+        )
+
+    def progress_document(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "state": self.stage_state,
+                "progress": self.progress().to_manifest(),
+                "metrics": dict(self.metrics),
+            }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def write_summary(
+    output_dir: Path,
+    summary: dict[str, Any],
+    history: list[dict[str, Any]],
+    termination_message_path: str | None,
+) -> None:
+    """metrics.json (everything) and the termination message (the headline, < 4 KiB)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(
+        json.dumps({**summary, "history": history}, indent=2, sort_keys=True)
+    )
+    if termination_message_path:
+        write_termination_message(termination_message_path, summary)
+
+
+def write_termination_message(path: str, summary: dict[str, Any]) -> None:
+    """Kubernetes keeps at most 4096 bytes: drop figures until the summary fits."""
+    message = dict(summary)
+    metrics = dict(message.pop("metrics", {}))
+    while True:
+        text = json.dumps({**message, **({"metrics": metrics} if metrics else {})}, sort_keys=True)
+        if len(text.encode()) <= 4000 or not metrics:
+            break
+        metrics.pop(sorted(metrics)[-1])
+    try:
+        Path(path).write_text(text[:4000])
+    except OSError:
+        pass  # no termination-log mount (a laptop run): metrics.json has it all
