@@ -39,6 +39,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", type=Path, help="YAML files (multi-document)")
     validate.set_defaults(run=_validate)
+
+    operator = commands.add_parser("operator", help="run the controller (what the Helm chart runs)")
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; default: RLHF_NAMESPACES, else all)",
+    )
+    operator.add_argument("--metrics-address", default="0.0.0.0", help="metrics listen address")
+    operator.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics")
+    operator.add_argument(
+        "--health-port", type=int, default=8081, help="port of the liveness endpoint /healthz"
+    )
+    operator.add_argument(
+        "--standalone", action="store_true", help="do not coordinate with other replicas"
+    )
+    operator.add_argument("--verbose", action="store_true", help="log every event")
+    operator.set_defaults(run=_operator)
     return parser
 
 
@@ -67,6 +85,36 @@ def _validate(arguments: argparse.Namespace) -> int:
         return 1
     for job in jobs:
         print(f"{job.kind}/{job.metadata.name}: valid")  # type: ignore[attr-defined]
+    return 0
+
+
+def _operator(arguments: argparse.Namespace) -> int:
+    import logging
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    from . import handlers
+    from .metrics import REGISTRY
+
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    namespaces = list(arguments.namespace) or list(handlers.SETTINGS.namespaces)
+    start_http_server(arguments.metrics_port, addr=arguments.metrics_address, registry=REGISTRY)
+    print(
+        f"rlhf operator: metrics on {arguments.metrics_address}:{arguments.metrics_port}",
+        flush=True,
+    )
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{arguments.health_port}/healthz",
+        # Replicas elect one active operator through Kopf peering (the chart ships its CRDs).
+        standalone=arguments.standalone or None,
+        peering_name=None if arguments.standalone else "rlhf-operator",
+    )
     return 0
 
 

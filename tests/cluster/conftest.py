@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,22 @@ CRD_NAMES = ("sftjobs.rlhf.dev", "rewardmodeljobs.rlhf.dev", "ppojobs.rlhf.dev")
 def crds_installed(kube_cluster):  # type: ignore[no-untyped-def]
     """The generated CRDs applied for real and Established."""
     kube_cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    kube_cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *[f"crd/{name}" for name in CRD_NAMES],
-    )
+    wait_established(kube_cluster, CRD_NAMES)
     return kube_cluster
+
+
+def wait_established(cluster, names: Iterable[str]) -> None:  # type: ignore[no-untyped-def]
+    """kubectl wait, retried: right after creation a CRD may have no conditions yet."""
+    result = None
+    for _ in range(40):
+        result = cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            *[f"crd/{name}" for name in names],
+            check=False,
+        )
+        if result.returncode == 0:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"CRDs not established: {result.stderr if result else ''}")

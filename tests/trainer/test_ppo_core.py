@@ -486,9 +486,11 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path
     (checkpoints / "tmp-checkpoint-3").mkdir()  # a save cut short must never be resumed from
     assert latest_checkpoint(checkpoints) == checkpoints / "checkpoint-2"
 
+    torch.manual_seed(12345)  # a restarted process would not share the killed one's RNG state
     resumed = make_loop(hyperparameters)
     resumed.train(checkpoint_dir=checkpoints, checkpoint_interval=2)
     assert resumed.step == 4
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
     for name, parameter in straight._policy.named_parameters():
         torch.testing.assert_close(
             dict(resumed._policy.named_parameters())[name], parameter, rtol=0, atol=1e-6

@@ -1,0 +1,234 @@
+"""One reconcile of one job: read the world, start what is ready, report what is so.
+
+Idempotent: running it twice, or from two places at once, or again after a crash
+half-way, converges on the same children and status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from . import kube, metrics
+from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
+from .api.trainer_config import OUTPUT_DIR, TERMINATION_MESSAGE_PATH
+from .chaining import Decision, decide
+from .inputs import trainer_config, upstreams
+from .resources import batch_job, child_names, config_map, headless_service, output_claim
+from .resources.job import input_paths
+from .settings import OperatorSettings
+from .status import TERMINAL_PHASES, observe, set_condition
+
+log = logging.getLogger("rlhf_operator")
+
+
+def reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings) -> str | None:
+    """Bring one job a step closer to done; returns its phase."""
+    started = time.monotonic()
+    metadata = body["metadata"]
+    try:
+        for _ in range(5):
+            try:
+                phase = _reconcile(info, body, settings)
+                break
+            except kube.Conflict:
+                fresh = kube.get_job(info, metadata["namespace"], metadata["name"])
+                if fresh is None:
+                    return None
+                body = fresh
+        else:
+            raise kube.Conflict(metadata["name"])
+    except ApiException:
+        metrics.RECONCILE_ERRORS.labels(kind=info.kind).inc()
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.labels(kind=info.kind).observe(time.monotonic() - started)
+    metrics.record_phase(info.kind, metadata["namespace"], metadata["name"], phase)
+    return phase
+
+
+def _reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings) -> str | None:
+    namespace = body["metadata"]["namespace"]
+    previous = dict(body.get("status") or {})
+    if previous.get("phase") in TERMINAL_PHASES and previous.get("observedGeneration") == body[
+        "metadata"
+    ].get("generation"):
+        return str(previous["phase"])
+    try:
+        job = parse_manifest(body)
+    except ManifestError as error:
+        return _refuse(info, body, previous, error)
+
+    names = child_names(job)
+    found_job = kube.get_batch_job(namespace, names.job)
+    if found_job is None:
+        found = {u: kube.get_job(KINDS_BY_NAME[u.kind], namespace, u.name) for u in upstreams(job)}
+        decision = decide(job, found)
+        if decision.readiness == "ready":
+            found_job = _create_children(job, decision, settings)
+            created = body["metadata"].get("creationTimestamp")
+            if created:
+                latency = datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))
+                metrics.JOB_CREATE_SECONDS.labels(kind=info.kind).observe(latency.total_seconds())
+    else:
+        decision = Decision("ready")
+        _sync_mutable_fields(job, found_job)
+    pods = kube.list_pods(namespace, names.job) if found_job is not None else []
+    progress = _progress(pods, settings)
+    observation = observe(job, previous, decision, found_job, pods, progress)
+    if observation.status != previous:
+        kube.patch_status(
+            info,
+            namespace,
+            job.metadata.name,
+            observation.status,
+            resource_version=body["metadata"].get("resourceVersion"),
+        )
+    for event_type, reason, message in observation.events:
+        kube.post_event(info, body, event_type, reason, message)
+    phase = observation.status.get("phase")
+    if phase in TERMINAL_PHASES and previous.get("phase") != phase:
+        _record_end(info, observation.status)
+    return phase
+
+
+def _create_children(
+    job: TrainingJob, decision: Decision, settings: OperatorSettings
+) -> dict[str, Any]:
+    """ConfigMap, output claim, Service, then the Job (last: its pods need the rest)."""
+    config = trainer_config(
+        job,
+        input_paths=input_paths(decision.input_claims),
+        output=OUTPUT_DIR,
+        metrics_port=settings.metrics_port,
+        termination_message_path=TERMINATION_MESSAGE_PATH,
+        cache="/cache",
+    )
+    rendered_config = config_map(job, config)
+    digest = hashlib.sha256(rendered_config["data"]["config.json"].encode()).hexdigest()[:16]
+    for child in (rendered_config, output_claim(job, settings), headless_service(job)):
+        if child is not None:
+            kube.create(child)
+    rendered_job = batch_job(job, settings, decision.input_claims, digest)
+    if kube.create(rendered_job):
+        log.info("created Job %s/%s", job.metadata.namespace, rendered_job["metadata"]["name"])
+        return rendered_job
+    existing = kube.get_batch_job(job.metadata.namespace or "", rendered_job["metadata"]["name"])
+    return existing or rendered_job
+
+
+def _sync_mutable_fields(job: TrainingJob, found_job: dict[str, Any]) -> None:
+    """Suspension and the deadline can change while a job runs; apply them to the Job."""
+    run_policy = job.spec.run_policy
+    spec = found_job.get("spec") or {}
+    patch: dict[str, Any] = {}
+    queue_managed = job.spec.queue_name is not None and not run_policy.suspend
+    wants_suspend = run_policy.suspend
+    if (
+        not queue_managed
+        and bool(spec.get("suspend")) != wants_suspend
+        and not _finished(found_job)
+    ):
+        patch["suspend"] = wants_suspend
+    deadline = run_policy.active_deadline_seconds
+    if deadline is not None and spec.get("activeDeadlineSeconds") != deadline:
+        patch["activeDeadlineSeconds"] = deadline
+    if patch:
+        kube.patch_batch_job(
+            found_job["metadata"]["namespace"], found_job["metadata"]["name"], {"spec": patch}
+        )
+        found_job["spec"] = {**spec, **patch}
+
+
+def _finished(found_job: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (found_job.get("status") or {}).get("conditions") or []
+    )
+
+
+def _progress(pods: list[dict[str, Any]], settings: OperatorSettings) -> dict[str, Any] | None:
+    """Ask the first running pod (node rank 0 when there are several) for progress."""
+    running = [
+        pod
+        for pod in pods
+        if (pod.get("status") or {}).get("phase") == "Running" and pod["status"].get("podIP")
+    ]
+    running.sort(
+        key=lambda pod: (pod["metadata"].get("annotations") or {}).get(
+            "batch.kubernetes.io/job-completion-index", "0"
+        )
+    )
+    for pod in running[:1]:
+        return kube.read_progress(
+            pod["status"]["podIP"], settings.metrics_port, settings.progress_timeout_seconds
+        )
+    return None
+
+
+def _refuse(
+    info: KindInfo, body: dict[str, Any], previous: dict[str, Any], error: ManifestError
+) -> str:
+    """A spec the apiserver let through but the models refuse: fail it, say why, keep going."""
+    message = "; ".join(str(problem) for problem in error.errors)
+    generation = body["metadata"].get("generation")
+    stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    conditions = set_condition(
+        list(previous.get("conditions") or []),
+        "Failed",
+        True,
+        "InvalidSpec",
+        message,
+        generation,
+        stamp,
+    )
+    status = {
+        **previous,
+        "phase": "Failed",
+        "message": message,
+        "conditions": conditions,
+        "observedGeneration": generation,
+    }
+    if status != previous:
+        kube.patch_status(info, body["metadata"]["namespace"], body["metadata"]["name"], status)
+        kube.post_event(info, body, "Warning", "InvalidSpec", message)
+    return "Failed"
+
+
+def _record_end(info: KindInfo, status: dict[str, Any]) -> None:
+    phase = status["phase"]
+    if phase == "Failed":
+        reason = next(
+            (c.get("reason") for c in status.get("conditions", []) if c.get("type") == "Failed"),
+            "Unknown",
+        )
+        metrics.FAILURES.labels(kind=info.kind, reason=reason).inc()
+    start, end = status.get("startTime"), status.get("completionTime")
+    if start and end:
+        seconds = (_parse(end) - _parse(start)).total_seconds()
+        metrics.JOB_SECONDS.labels(kind=info.kind, phase=phase).observe(max(0.0, seconds))
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def dependents(namespace: str, kind: str, name: str) -> list[tuple[KindInfo, dict[str, Any]]]:
+    """Jobs in the namespace that read from this one (woken when it ends)."""
+    found = []
+    for info in KINDS_BY_NAME.values():
+        for body in kube.list_jobs(info, namespace):
+            if (body.get("status") or {}).get("phase") not in (None, "Waiting", "Pending"):
+                continue
+            try:
+                job = parse_manifest(body)
+            except ManifestError:
+                continue
+            if any(u.kind == kind and u.name == name for u in upstreams(job)):
+                found.append((info, body))
+    return found

@@ -1,0 +1,266 @@
+"""The batch/v1 Job that runs the trainer: one pod per node, hardened, with the inputs
+mounted read-only and a failure policy that retries infrastructure, not user error."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from ..api import TrainingJob, kind_info
+from ..api.trainer_config import (
+    CONFIG_PATH,
+    INPUTS_DIR,
+    OUTPUT_DIR,
+    TERMINATION_MESSAGE_PATH,
+    InputSlot,
+    hub_token_variable,
+)
+from ..inputs import sources
+from ..settings import OperatorSettings
+from .names import child_names, labels, metadata
+from .objects import RENDEZVOUS_PORT
+
+CONTAINER = "trainer"
+USER_ERROR_EXIT_CODES = [65, 78]  # rlhf_trainer.errors: bad data, bad config
+TRAINER_UID = 1000
+GRACE_SECONDS = 120
+"""Time for the trainer to write a checkpoint after SIGTERM (eviction, suspension)."""
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def input_mount_path(slot: InputSlot) -> str:
+    return posixpath.join(INPUTS_DIR, slot)
+
+
+def batch_job(
+    job: TrainingJob,
+    settings: OperatorSettings,
+    input_claims: dict[InputSlot, tuple[str, str]],
+    config_hash: str,
+) -> dict[str, Any]:
+    """The Job. ``input_claims`` maps each stored input to (claim name, path in claim)."""
+    spec = job.spec
+    names = child_names(job)
+    nodes = spec.resources.nodes
+    run_policy = spec.run_policy
+    job_spec: dict[str, Any] = {
+        "backoffLimit": run_policy.backoff_limit,
+        "completions": nodes,
+        "parallelism": nodes,
+        "completionMode": "Indexed" if nodes > 1 else "NonIndexed",
+        "suspend": run_policy.suspend or spec.queue_name is not None,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": USER_ERROR_EXIT_CODES,
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": _pod_template(job, settings, input_claims, config_hash),
+    }
+    if run_policy.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
+    if run_policy.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = run_policy.ttl_seconds_after_finished
+    meta = metadata(job, names.job)
+    meta["annotations"] = {"rlhf.dev/config-hash": config_hash}
+    if spec.queue_name:
+        meta["labels"][KUEUE_QUEUE_LABEL] = spec.queue_name
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+
+
+def _pod_template(
+    job: TrainingJob,
+    settings: OperatorSettings,
+    input_claims: dict[InputSlot, tuple[str, str]],
+    config_hash: str,
+) -> dict[str, Any]:
+    spec = job.spec
+    names = child_names(job)
+    volumes, mounts = _volumes(job, input_claims)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": spec.image or settings.trainer_image,
+                "imagePullPolicy": spec.image_pull_policy,
+                "command": _command(job),
+                "args": [kind_info(job).stage, "--config", CONFIG_PATH],
+                "env": _environment(job),
+                "ports": [{"name": "metrics", "containerPort": settings.metrics_port}],
+                "resources": _resources(job, settings),
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": mounts,
+                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": volumes,
+    }
+    if spec.resources.nodes > 1:
+        pod_spec["subdomain"] = names.service
+    if spec.resources.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = [t.to_manifest() for t in spec.resources.tolerations]
+    if spec.resources.priority_class_name:
+        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    pod_labels = labels(job)
+    if spec.queue_name:
+        pod_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    return {
+        "metadata": {
+            "labels": pod_labels,
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(settings.metrics_port),
+                "prometheus.io/path": "/metrics",
+                "rlhf.dev/config-hash": config_hash,
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def _command(job: TrainingJob) -> list[str]:
+    """One process per GPU through torchrun when there is more than one; never a shell."""
+    resources = job.spec.resources
+    per_node = max(1, resources.gpus_per_node)
+    if resources.nodes == 1 and per_node == 1:
+        return ["python", "-m", "rlhf_trainer"]
+    launcher = ["torchrun", f"--nproc_per_node={per_node}"]
+    if resources.nodes == 1:
+        return [*launcher, "--standalone", "-m", "rlhf_trainer"]
+    names = child_names(job)
+    return [
+        *launcher,
+        f"--nnodes={resources.nodes}",
+        # The kubelet expands $(VAR) from the container's env: no shell involved.
+        "--node_rank=$(JOB_COMPLETION_INDEX)",
+        f"--master_addr={names.job}-0.{names.service}",
+        f"--master_port={RENDEZVOUS_PORT}",
+        "-m",
+        "rlhf_trainer",
+    ]
+
+
+def _environment(job: TrainingJob) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/cache/huggingface"},
+        {"name": "TRITON_CACHE_DIR", "value": "/cache/triton"},
+        {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if job.spec.resources.nodes > 1:
+        env.append(
+            {
+                "name": "JOB_COMPLETION_INDEX",
+                "valueFrom": {
+                    "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}
+                },
+            }
+        )
+    for slot, source in sources(job):
+        secret = getattr(getattr(source, "hub", None), "token_secret_ref", None)
+        if secret is not None:
+            env.append(
+                {
+                    "name": hub_token_variable(slot),
+                    "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
+                }
+            )
+    env.extend(variable.to_manifest() for variable in job.spec.env)
+    return env
+
+
+def _resources(job: TrainingJob, settings: OperatorSettings) -> dict[str, Any]:
+    resources = job.spec.resources
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if resources.cpu:
+        requests["cpu"] = limits["cpu"] = resources.cpu
+    if resources.memory:
+        requests["memory"] = limits["memory"] = resources.memory
+    if resources.gpus_per_node:
+        gpu = resources.gpu_resource_name
+        if gpu == DEFAULT_GPU_RESOURCE and settings.gpu_resource_name:
+            gpu = settings.gpu_resource_name
+        requests[gpu] = limits[gpu] = str(resources.gpus_per_node)
+    rendered: dict[str, Any] = {}
+    if requests:
+        rendered["requests"] = requests
+    if limits:
+        rendered["limits"] = limits
+    return rendered
+
+
+def _volumes(
+    job: TrainingJob, input_claims: dict[InputSlot, tuple[str, str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    names = child_names(job)
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names.config_map}},
+        {"name": "output", "persistentVolumeClaim": {"claimName": names.output_claim}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        {
+            "name": "dshm",
+            "emptyDir": {"medium": "Memory", "sizeLimit": job.spec.resources.shared_memory},
+        },
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": posixpath.dirname(CONFIG_PATH), "readOnly": True},
+        {"name": "output", "mountPath": OUTPUT_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": "/cache"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    claim_volumes: dict[str, str] = {}
+    for slot in sorted(input_claims):
+        claim, _ = input_claims[slot]
+        if claim not in claim_volumes:
+            claim_volumes[claim] = f"input-{len(claim_volumes)}"
+            volumes.append(
+                {
+                    "name": claim_volumes[claim],
+                    "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+                }
+            )
+        mounts.append(
+            {"name": claim_volumes[claim], "mountPath": input_mount_path(slot), "readOnly": True}
+        )
+    return volumes, mounts
+
+
+def input_paths(input_claims: dict[InputSlot, tuple[str, str]]) -> dict[InputSlot, str]:
+    """Where the trainer finds each input inside the pod."""
+    return {
+        slot: posixpath.normpath(posixpath.join(input_mount_path(slot), path))
+        for slot, (_, path) in input_claims.items()
+    }

@@ -1,0 +1,286 @@
+"""From what the cluster shows (the batch Job, its pods, the trainer's progress) to the
+job's status: phase, conditions, progress, metrics, output. Pure functions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .api import TrainingJob
+from .chaining import Decision
+from .resources.names import child_names
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass
+class Observation:
+    """The job's new status and the events that explain the change."""
+
+    status: dict[str, Any]
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    """(type Normal/Warning, reason, message) to post on the job."""
+
+
+def now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    kind: str,
+    state: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    timestamp: str,
+) -> list[dict[str, Any]]:
+    """Conditions with one updated; the transition time moves only when status flips."""
+    value = "True" if state else "False"
+    updated = []
+    found = False
+    for condition in conditions:
+        if condition.get("type") == kind:
+            found = True
+            transition = condition.get("lastTransitionTime", timestamp)
+            if condition.get("status") != value:
+                transition = timestamp
+            condition = {
+                "type": kind,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": transition,
+            }
+            if generation is not None:
+                condition["observedGeneration"] = generation
+        updated.append(condition)
+    if not found:
+        condition = {
+            "type": kind,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": timestamp,
+        }
+        if generation is not None:
+            condition["observedGeneration"] = generation
+        updated.append(condition)
+    return updated
+
+
+def observe(
+    job: TrainingJob,
+    previous: dict[str, Any],
+    decision: Decision,
+    batch_job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    progress: dict[str, Any] | None,
+    timestamp: str | None = None,
+) -> Observation:
+    """The status to write, given the previous one and what the cluster shows now."""
+    timestamp = timestamp or now()
+    status = dict(previous)
+    generation = job.metadata.generation
+    status["observedGeneration"] = generation
+    conditions = list(status.get("conditions") or [])
+    old_phase = previous.get("phase")
+
+    def condition(kind: str, state: bool, reason: str, message: str = "") -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, kind, state, reason, message, generation, timestamp)
+
+    phase, reason, message = _phase(job, decision, batch_job, pods)
+    if old_phase in TERMINAL_PHASES:
+        phase, reason, message = (
+            old_phase,
+            _reason_of(previous, old_phase),
+            previous.get("message", ""),
+        )
+    status["phase"] = phase
+    status["message"] = message
+    if batch_job is not None:
+        status["jobName"] = batch_job["metadata"]["name"]
+        status["attempts"] = len(pods)
+    condition(
+        "Waiting",
+        phase == "Waiting",
+        reason if phase == "Waiting" else "NotWaiting",
+        message if phase == "Waiting" else "",
+    )
+    condition(
+        "Ready", batch_job is not None, "ChildrenCreated" if batch_job else reason or "NotCreated"
+    )
+    condition(
+        "Running",
+        phase == "Running",
+        "TrainerRunning" if phase == "Running" else phase or "Pending",
+    )
+    condition("Suspended", phase == "Suspended", reason if phase == "Suspended" else "NotSuspended")
+    if phase == "Succeeded":
+        condition("Succeeded", True, reason, message)
+    if phase == "Failed":
+        condition("Failed", True, reason, message)
+    status["conditions"] = conditions
+
+    if phase == "Running" and status.get("startTime") is None:
+        status["startTime"] = _started(batch_job) or timestamp
+    if progress:
+        status["progress"] = {**progress.get("progress", {}), "lastUpdateTime": timestamp}
+        metrics = _numbers(progress.get("metrics") or {})
+        if metrics:
+            status["metrics"] = metrics
+    summary = _termination_summary(pods) if phase in TERMINAL_PHASES else None
+    if phase == "Succeeded" and old_phase != "Succeeded":
+        status["completionTime"] = _finished(batch_job) or timestamp
+        names = child_names(job)
+        status["output"] = {
+            "claimName": names.output_claim,
+            "path": (summary or {}).get("output", "model"),
+        }
+        if summary:
+            status["metrics"] = _numbers(summary.get("metrics") or {})
+            status["keyMetric"] = summary.get("keyMetric")
+            steps = summary.get("steps")
+            if isinstance(steps, int):
+                status["progress"] = {
+                    "step": steps,
+                    "totalSteps": steps,
+                    "percent": 100,
+                    "estimatedRemainingSeconds": 0,
+                    "lastUpdateTime": timestamp,
+                }
+    if phase == "Failed" and old_phase != "Failed":
+        status["completionTime"] = timestamp
+    if progress and phase == "Running":
+        status["keyMetric"] = _key_metric(job, status.get("metrics") or {}) or status.get(
+            "keyMetric"
+        )
+    status = {key: value for key, value in status.items() if value is not None}
+
+    events = []
+    if phase != old_phase:
+        kind = "Warning" if phase == "Failed" else "Normal"
+        events.append((kind, reason or phase, message or f"phase {phase}"))
+    return Observation(status, events)
+
+
+def _phase(
+    job: TrainingJob,
+    decision: Decision,
+    batch_job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+) -> tuple[str, str, str]:
+    """(phase, reason, message) from the world as it is now."""
+    if batch_job is None:
+        if decision.readiness == "failed":
+            return "Failed", decision.reason, decision.message
+        if decision.readiness == "waiting":
+            return "Waiting", decision.reason, decision.message
+        return "Pending", "Creating", "creating the training Job"
+    job_status = batch_job.get("status") or {}
+    for condition in job_status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "Succeeded", "TrainingSucceeded", "training finished"
+        if condition.get("type") == "Failed":
+            detail = _failure_detail(pods)
+            reason = condition.get("reason") or "JobFailed"
+            if detail.get("reason") in ("DataError", "ConfigError"):
+                reason = detail["reason"]
+            text = detail.get("message") or condition.get("message") or "the training Job failed"
+            return "Failed", reason, text
+    if (batch_job.get("spec") or {}).get("suspend"):
+        if job.spec.run_policy.suspend:
+            return (
+                "Suspended",
+                "SuspendedByUser",
+                "suspended: pods stopped, output and checkpoints kept",
+            )
+        return "Pending", "Queued", f"waiting for admission by queue {job.spec.queue_name}"
+    running = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Running"]
+    if running:
+        return "Running", "TrainerRunning", f"training ({len(running)} pod(s) running)"
+    return "Pending", "PodsPending", "waiting for the training pods to start"
+
+
+def _failure_detail(pods: list[dict[str, Any]]) -> dict[str, Any]:
+    for pod in sorted(
+        pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True
+    ):
+        summary = _message_of(pod)
+        if summary and summary.get("phase") == "Failed":
+            return summary
+    return {}
+
+
+def _termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trainer's exit summary from the newest pod that wrote one (index 0 first)."""
+    ordered = sorted(
+        pods,
+        key=lambda p: (
+            (p["metadata"].get("annotations") or {}).get(
+                "batch.kubernetes.io/job-completion-index", "0"
+            )
+            != "0",
+            p["metadata"].get("creationTimestamp") or "",
+        ),
+    )
+    for pod in ordered:
+        summary = _message_of(pod)
+        if summary and summary.get("phase") == "Succeeded":
+            return summary
+    return None
+
+
+def _message_of(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        text = terminated.get("message")
+        if text:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return {"phase": "Failed", "message": text.strip().splitlines()[-1][:1000]}
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def _reason_of(status: dict[str, Any], phase: str) -> str:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == phase:
+            return str(condition.get("reason") or phase)
+    return phase
+
+
+def _started(batch_job: dict[str, Any] | None) -> str | None:
+    return ((batch_job or {}).get("status") or {}).get("startTime")
+
+
+def _finished(batch_job: dict[str, Any] | None) -> str | None:
+    return ((batch_job or {}).get("status") or {}).get("completionTime")
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        str(name): float(value)
+        for name, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+KEY_METRICS = {
+    "SFTJob": ("eval_accuracy", "eval_loss", "loss"),
+    "RewardModelJob": ("eval_accuracy", "accuracy", "loss"),
+    "PPOJob": ("objective/scores", "objective/rlhf_reward"),
+}
+
+
+def _key_metric(job: TrainingJob, metrics: dict[str, float]) -> str | None:
+    for name in KEY_METRICS[job.kind]:  # type: ignore[attr-defined]
+        if name in metrics:
+            return f"{name}={metrics[name]:.4g}"
+    return None
