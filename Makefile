@@ -8,7 +8,7 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools test test-unit test-cluster test-trainer lint crds demo clean
+.PHONY: setup setup-python kube-tools test test-unit test-cluster test-trainer test-local lint crds demo clean
 
 ## setup: the Python environment, kubectl, helm and the Kubernetes control plane for tests
 setup: setup-python kube-tools
@@ -39,6 +39,9 @@ test-cluster: setup
 test-trainer: setup-python
 	$(BIN)/python -m pytest tests/trainer
 
+test-local: setup-python
+	$(BIN)/python -m pytest tests/local
+
 ## lint: ruff and mypy (strict on the API models)
 lint: setup-python
 	$(BIN)/ruff check operator trainer_image tests
@@ -49,9 +52,10 @@ lint: setup-python
 crds: setup-python
 	$(BIN)/rlhf crds --output crds
 
-## demo: validate and run the smoke pipeline locally
+## demo: SFT -> reward model -> PPO on a tiny model, locally, from scratch (~1 minute on 2 CPUs)
 demo: setup-python
-	$(BIN)/rlhf validate examples/smoke/*.yaml
+	rm -rf runs/demo
+	$(BIN)/rlhf local run examples/local/pipeline.yaml --workdir runs/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -40,6 +40,29 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, help="YAML files (multi-document)")
     validate.set_defaults(run=_validate)
 
+    local = commands.add_parser("local", help="run jobs on this machine, no cluster needed")
+    local_commands = local.add_subparsers(title="local commands")
+    local_run = local_commands.add_parser(
+        "run", help="run the jobs in FILEs in dependency order (re-run to resume)"
+    )
+    local_run.add_argument(
+        "files", nargs="+", type=Path, help="job manifests (multi-document YAML)"
+    )
+    local_run.add_argument(
+        "--workdir", type=Path, default=Path("runs/local"), help="run folder (default runs/local)"
+    )
+    local_run.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a local folder standing in for the PersistentVolumeClaim NAME (repeatable)",
+    )
+    local_run.set_defaults(run=_local_run)
+    local_status = local_commands.add_parser("status", help="what a run folder holds")
+    local_status.add_argument("workdir", type=Path, nargs="?", default=Path("runs/local"))
+    local_status.set_defaults(run=_local_status)
+
     operator = commands.add_parser("operator", help="run the controller (what the Helm chart runs)")
     operator.add_argument(
         "--namespace",
@@ -86,6 +109,25 @@ def _validate(arguments: argparse.Namespace) -> int:
     for job in jobs:
         print(f"{job.kind}/{job.metadata.name}: valid")  # type: ignore[attr-defined]
     return 0
+
+
+def _local_run(arguments: argparse.Namespace) -> int:
+    from .local.commands import run
+
+    claims = {}
+    for item in arguments.claim:
+        name, _, folder = item.partition("=")
+        if not name or not folder:
+            print(f"error: --claim {item}: expected NAME=DIR", file=sys.stderr)
+            return 2
+        claims[name] = Path(folder)
+    return run(arguments.files, arguments.workdir, claims)
+
+
+def _local_status(arguments: argparse.Namespace) -> int:
+    from .local.commands import status
+
+    return status(arguments.workdir)
 
 
 def _operator(arguments: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""``rlhf local``: run job manifests with no cluster, as local processes."""
