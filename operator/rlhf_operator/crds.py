@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .api import CATEGORY, GROUP, KINDS, VERSION, ApiModel, KindInfo
+from .api.job import immutable_field_rules
 
 Schema = dict[str, Any]
 
@@ -38,7 +39,7 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
             "apiVersion": {"type": "string", "description": "API group and version."},
             "kind": {"type": "string", "description": "Kind of the resource."},
             "metadata": {"type": "object"},
-            "spec": _field_schema(model.model_fields["spec"]),
+            "spec": _spec_schema(model),
             "status": _field_schema(model.model_fields["status"]),
         },
         "required": ["spec"],
@@ -78,6 +79,13 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _spec_schema(model: Any) -> Schema:
+    schema = _field_schema(model.model_fields["spec"])
+    spec_model = model.model_fields["spec"].annotation
+    schema.setdefault("x-kubernetes-validations", []).extend(immutable_field_rules(spec_model))
+    return schema
 
 
 def _printer_column(column: Any) -> dict[str, Any]:

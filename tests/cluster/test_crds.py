@@ -125,16 +125,44 @@ def test_status_is_a_subresource(crds_installed, namespace) -> None:
         namespace,
         "--type=merge",
         "-p",
-        json.dumps({"status": {"phase": "Failed"}, "spec": {"training": {"maxSteps": 31}}}),
+        json.dumps({"status": {"phase": "Failed"}, "spec": {"runPolicy": {"backoffLimit": 5}}}),
     )
     stored = json.loads(
         crds_installed.kubectl("get", "sftjob", "smoke-sft", "-n", namespace, "-o", "json").stdout
     )
     assert stored["status"]["phase"] == "Running"
-    assert stored["spec"]["training"]["maxSteps"] == 31
+    assert stored["spec"]["runPolicy"]["backoffLimit"] == 5
     # What the apiserver stores parses back into the models, status included.
     job = parse_manifest(stored)
     assert job.status is not None and job.status.progress.percent == 10
     row = crds_installed.kubectl("get", "sft", "smoke-sft", "-n", namespace, "--no-headers").stdout
     assert row.split()[1:4] == ["Running", "10", "eval_loss=2.1"]
     assert yaml.safe_load(json.dumps(stored))["metadata"]["generation"] == 2
+
+
+def test_only_run_policy_can_change_after_creation(crds_installed, namespace) -> None:
+    crds_installed.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples/smoke/ppojob.yaml"))
+    for patch, field in [
+        ({"spec": {"policy": {"fromJob": {"name": "other"}}}}, "spec.policy"),
+        ({"spec": {"ppo": {"klCoef": 0.5}}}, "spec.ppo"),
+        ({"spec": {"queueName": "team-a"}}, "spec.queueName"),
+        ({"spec": {"resources": {"gpusPerNode": 8}}}, "spec.resources"),
+    ]:
+        refused = crds_installed.kubectl(
+            "patch",
+            "ppojob",
+            "smoke-ppo",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps(patch),
+            check=False,
+        )
+        assert refused.returncode != 0
+        assert f"{field}: Forbidden" in refused.stderr
+        assert "cannot change once the job exists (only runPolicy can)" in refused.stderr
+    allowed = {"spec": {"runPolicy": {"suspend": True, "activeDeadlineSeconds": 600}}}
+    crds_installed.kubectl(
+        "patch", "ppojob", "smoke-ppo", "-n", namespace, "--type=merge", "-p", json.dumps(allowed)
+    )

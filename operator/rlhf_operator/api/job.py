@@ -38,6 +38,42 @@ SHARDING_NEEDS_GPUS = Rule(
 )
 
 
+MUTABLE_FIELDS = ("runPolicy",)
+"""Spec fields that may change after creation: suspension, deadline and clean-up are
+applied to the running Job. Everything else is fixed once training may have started;
+the CRD refuses changes to it (CEL transition rules)."""
+
+
+def immutable_field_rules(spec_model: type[ApiModel]) -> list[dict[str, str]]:
+    """CEL transition rules (using oldSelf) refusing changes to fixed spec fields."""
+    rules = []
+    for name, info in spec_model.model_fields.items():
+        field = info.alias or name
+        if field in MUTABLE_FIELDS:
+            continue
+        always_present = (
+            info.is_required() or info.get_default(call_default_factory=True) is not None
+        )
+        rule = (
+            f"self.{field} == oldSelf.{field}"
+            if always_present
+            else f"has(self.{field}) == has(oldSelf.{field})"
+            f" && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+        )
+        rules.append(
+            {
+                "rule": rule,
+                "message": (
+                    f"{field} cannot change once the job exists (only runPolicy can);"
+                    " delete and re-create the job to change it"
+                ),
+                "fieldPath": f".{field}",
+                "reason": "FieldValueForbidden",
+            }
+        )
+    return rules
+
+
 class JobSpec(ApiModel):
     """Fields every kind shares. Subclasses add the stage's model, data and settings."""
 

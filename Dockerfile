@@ -1,0 +1,19 @@
+# The operator image: the controller only (no torch). Built from the repository root:
+#   docker build -t rlhf-operator:0.1.0 .
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+COPY trainer_image/rlhf_trainer/__init__.py ./trainer_image/rlhf_trainer/__init__.py
+RUN pip install --no-cache-dir . \
+    && useradd --uid 1000 --create-home --shell /usr/sbin/nologin rlhf
+
+USER 1000:1000
+EXPOSE 8080 8081
+ENTRYPOINT ["rlhf", "operator"]
