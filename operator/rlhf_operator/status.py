@@ -103,7 +103,13 @@ def observe(
     status["message"] = message
     if batch_job is not None:
         status["jobName"] = batch_job["metadata"]["name"]
-        status["attempts"] = len(pods)
+        # Pods come and go (evictions delete them): remember every one we have seen.
+        seen = list(previous.get("pods") or [])
+        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+            if pod["metadata"]["name"] not in seen:
+                seen.append(pod["metadata"]["name"])
+        status["pods"] = seen[-1000:]
+        status["attempts"] = -(-len(seen) // max(1, job.spec.resources.nodes))
     condition(
         "Waiting",
         phase == "Waiting",

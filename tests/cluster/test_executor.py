@@ -20,6 +20,8 @@ pytestmark = pytest.mark.cluster
 
 T = TypeVar("T")
 IMAGE = "python:3.11-slim"  # never pulled: `python` resolves to the test venv
+# Mount points missing on the host get created there (mkdir -p): keep ours in one place.
+M = "/mnt/executor-test"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -66,7 +68,8 @@ def job(
     container: dict[str, Any] = {
         "name": "main",
         "image": IMAGE,
-        "command": ["python", "-c", textwrap.dedent(code)],
+        # pod code writes {M} for the mount prefix (also inside its own f-strings)
+        "command": ["python", "-c", textwrap.dedent(code).replace("{M}", M)],
         "args": args or [],
         "env": env or [],
         "volumeMounts": mounts or [],
@@ -140,6 +143,14 @@ def job_pods(api: kubernetes.client.ApiClient, namespace: str, name: str) -> lis
     return sorted(pods.items, key=lambda p: p.metadata.creation_timestamp)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead already
+
+
 def terminated(pod: Any) -> Any:
     return pod.status.container_statuses[0].state.terminated
 
@@ -148,7 +159,7 @@ def terminated(pod: Any) -> Any:
 # it notes a SIGTERM in the claim before exiting like an unhandled SIGTERM would.
 RETRYING = """
     import os, pathlib, signal, sys, time
-    state = pathlib.Path("/state")
+    state = pathlib.Path(f"{M}/state")
     def on_term(signum, frame):
         (state / "sigterm").write_text(os.environ["POD_NAME"])
         sys.exit(128 + signum)
@@ -184,10 +195,10 @@ def test_job_completes_with_volumes_env_and_termination_message(
 ) -> None:
     code = """
         import json, os, pathlib, socket, sys
-        settings = json.loads(pathlib.Path("/etc/app/settings.json").read_text())
+        settings = json.loads(pathlib.Path(f"{M}/etc/app/settings.json").read_text())
         report = {
             "greeting": settings["greeting"],
-            "other_key_mounted": pathlib.Path("/etc/app/other").exists(),
+            "other_key_mounted": pathlib.Path(f"{M}/etc/app/other").exists(),
             "token": os.environ["TOKEN"],
             "pod": os.environ["POD_NAME"],
             "namespace": os.environ["NS"],
@@ -200,10 +211,10 @@ def test_job_completes_with_volumes_env_and_termination_message(
             "cwd": os.getcwd(),
             "home_writable": os.access(os.environ["HOME"], os.W_OK),
             "python": sys.executable,
-            "scratch": os.access("/scratch", os.W_OK),
-            "subpath": pathlib.Path("/sub-mounted/token").read_text(),
+            "scratch": os.access(f"{M}/scratch", os.W_OK),
+            "subpath": pathlib.Path(f"{M}/sub-mounted/token").read_text(),
         }
-        pathlib.Path("/output/result.json").write_text(json.dumps(report))
+        pathlib.Path(f"{M}/output/result.json").write_text(json.dumps(report))
         pathlib.Path("/dev/termination-log").write_text("done: " + settings["greeting"])
         print("wrote the report")
     """
@@ -232,10 +243,10 @@ def test_job_completes_with_volumes_env_and_termination_message(
         {"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}},
     ]
     mounts = [
-        {"name": "cfg", "mountPath": "/etc/app", "readOnly": True},
-        {"name": "out", "mountPath": "/output"},
-        {"name": "scratch", "mountPath": "/scratch"},
-        {"name": "creds", "mountPath": "/sub-mounted/token", "subPath": "token"},
+        {"name": "cfg", "mountPath": f"{M}/etc/app", "readOnly": True},
+        {"name": "out", "mountPath": f"{M}/output"},
+        {"name": "scratch", "mountPath": f"{M}/scratch"},
+        {"name": "creds", "mountPath": f"{M}/sub-mounted/token", "subPath": "token"},
     ]
     apply(
         kube_cluster,
@@ -352,7 +363,7 @@ def test_killed_pod_is_replaced_and_counted(
             backoff_limit=2,
             env=[POD_NAME_ENV],
             volumes=[claim_volume("state")],
-            mounts=[{"name": "state", "mountPath": "/state"}],
+            mounts=[{"name": "state", "mountPath": f"{M}/state"}],
         ),
     )
     state_dir = executor.claim_path(namespace, "state")
@@ -389,7 +400,7 @@ def test_evicted_pod_is_ignored_by_pod_failure_policy(
             pod_failure_policy=policy,
             env=[POD_NAME_ENV],
             volumes=[claim_volume("state")],
-            mounts=[{"name": "state", "mountPath": "/state"}],
+            mounts=[{"name": "state", "mountPath": f"{M}/state"}],
         ),
     )
     state_dir = executor.claim_path(namespace, "state")
@@ -400,7 +411,7 @@ def test_evicted_pod_is_ignored_by_pod_failure_policy(
     assert (state_dir / "sigterm").read_text() == first["name"]
     # Replay the pod's history since it ran: it ended Failed, exit 143 (SIGTERM), with the
     # DisruptionTarget condition the apiserver set; then it was deleted.
-    phases = []
+    phases, failed = [], None
     for event in kubernetes.watch.Watch().stream(
         kubernetes.client.CoreV1Api(api).list_namespaced_pod,
         namespace,
@@ -415,6 +426,7 @@ def test_evicted_pod_is_ignored_by_pod_failure_policy(
         if pod.status.phase == "Failed":
             failed = pod
     assert phases[-1] == "Failed" and "Running" not in phases[phases.index("Failed") :]
+    assert failed is not None
     conditions = {c.type: c for c in failed.status.conditions}
     assert conditions["DisruptionTarget"].status == "True"
     assert conditions["DisruptionTarget"].reason == "EvictionByEvictionAPI"
@@ -441,7 +453,7 @@ def test_suspended_job_pod_gets_sigterm(
             RETRYING,
             env=[POD_NAME_ENV],
             volumes=[claim_volume("state")],
-            mounts=[{"name": "state", "mountPath": "/state"}],
+            mounts=[{"name": "state", "mountPath": f"{M}/state"}],
         ),
     )
     state_dir = executor.claim_path(namespace, "state")
@@ -481,14 +493,14 @@ def test_read_only_mounts_and_security_context(
         report = {
             "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
             "groups": sorted(os.getgroups()),
-            "ro_mount": try_write("/ro/file"),
-            "ro_claim": try_write("/input/file"),
+            "ro_mount": try_write(f"{M}/ro/file"),
+            "ro_claim": try_write(f"{M}/input/file"),
             "root_fs": try_write("/etc/executor-test-" + os.environ["HOSTNAME"]),
             "home": try_write(os.path.join(os.environ["HOME"], "file")),
-            "scratch": try_write("/scratch/file"),
+            "scratch": try_write(f"{M}/scratch/file"),
             "no_new_privs": "NoNewPrivs:\\t1" in status,
         }
-        pathlib.Path("/out/report.json").write_text(json.dumps(report))
+        pathlib.Path(f"{M}/out/report.json").write_text(json.dumps(report))
     """
     volumes = [
         claim_volume("out"),
@@ -497,10 +509,10 @@ def test_read_only_mounts_and_security_context(
         {"name": "scratch", "emptyDir": {"medium": "Memory"}},
     ]
     mounts = [
-        {"name": "out", "mountPath": "/out"},
-        {"name": "input", "mountPath": "/input"},
-        {"name": "ro", "mountPath": "/ro", "readOnly": True},
-        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "out", "mountPath": f"{M}/out"},
+        {"name": "input", "mountPath": f"{M}/input"},
+        {"name": "ro", "mountPath": f"{M}/ro", "readOnly": True},
+        {"name": "scratch", "mountPath": f"{M}/scratch"},
     ]
     apply(
         kube_cluster,
@@ -544,7 +556,7 @@ def test_pods_wait_for_a_slot_and_bad_pods_fail_clearly(
 ) -> None:
     code = """
         import pathlib, time
-        marker = pathlib.Path("/state/running")
+        marker = pathlib.Path(f"{M}/state/running")
         assert not marker.exists(), "two pods at once"
         marker.touch()
         time.sleep(0.3)
@@ -554,7 +566,7 @@ def test_pods_wait_for_a_slot_and_bad_pods_fail_clearly(
         "serial",
         code,
         volumes=[claim_volume("state")],
-        mounts=[{"name": "state", "mountPath": "/state"}],
+        mounts=[{"name": "state", "mountPath": f"{M}/state"}],
     )
     spec["spec"].update(completions=3, parallelism=3)
     missing = job("missing", "")
@@ -572,9 +584,47 @@ def test_pods_wait_for_a_slot_and_bad_pods_fail_clearly(
         assert "no-such-program" in state.message
 
         # runAsNonRoot with no runAsUser: the kubelet refuses, the pod stays Pending.
-        pod = job_pods(api, namespace, "root")[0]
-        waiting = pod.status.container_statuses[0].state.waiting
-        assert pod.status.phase == "Pending"
+        def waiting() -> Any:
+            statuses = job_pods(api, namespace, "root")[0].status.container_statuses
+            return statuses and statuses[0].state.waiting
+
+        waiting = wait_for(waiting, what="root pod refused")
+        assert job_pods(api, namespace, "root")[0].status.phase == "Pending"
         assert waiting.reason == "CreateContainerConfigError"
         assert "runAsNonRoot" in waiting.message
         assert executor.errors == []
+
+
+def test_stop_kills_running_pods_and_marks_them_failed(
+    kube_cluster: KubeCluster, namespace: str, tmp_path: Path, api: Any
+) -> None:
+    code = """
+        import os, pathlib, subprocess, time
+        child = subprocess.Popen(["sleep", "300"])  # in the pod's process group
+        pathlib.Path("{M}/state/pids").write_text(f"{os.getpid()} {child.pid}")
+        time.sleep(300)
+    """
+    pod = job(
+        "forever",
+        code,
+        volumes=[claim_volume("state")],
+        mounts=[{"name": "state", "mountPath": f"{M}/state"}],
+    )["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "forever"}, **pod}
+    executor = PodExecutor(kube_cluster, tmp_path, namespace=namespace).start()
+    try:
+        apply(kube_cluster, namespace, pvc("state"), pod)
+        pids_file = executor.claim_path(namespace, "state") / "pids"
+        wait_for(lambda: pids_file.exists() and pids_file.read_text(), what="pod running")
+        pids = [int(p) for p in pids_file.read_text().split()]
+        assert executor.running() == [(namespace, "forever")]
+    finally:
+        executor.stop()
+    assert executor.running() == []
+    for pid in pids:  # the orphaned `sleep` is reaped by PID 1 a moment later
+        wait_for(lambda pid=pid: not _alive(pid), timeout=5, what=f"process {pid} gone")
+    status = kubernetes.client.CoreV1Api(api).read_namespaced_pod_status("forever", namespace)
+    assert status.status.phase == "Failed"
+    conditions = {c.type: c for c in status.status.conditions}
+    assert conditions["DisruptionTarget"].reason == "TerminationByKubelet"
+    assert terminated(status).exit_code == 137

@@ -839,7 +839,12 @@ class PodExecutor:
                 self._finish_orphan(run)
                 return
         run.pod = pod
-        if meta.get("deletionTimestamp"):
+        if run.state == _QUEUED and phase in ("Succeeded", "Failed"):
+            self._dequeue(run)  # made terminal by someone else before it started
+            with self._lock:
+                run.state = _DONE
+            run.done.set()
+        elif meta.get("deletionTimestamp"):
             self._on_deleting(run)
 
     def _bind(self, pod: dict[str, Any]) -> None:
@@ -1083,6 +1088,10 @@ class PodExecutor:
             raise _Unsupported("PodExecutor does not run initContainers")
         if len(containers) != 1:
             raise _Unsupported(f"PodExecutor runs exactly one container, not {len(containers)}")
+        if spec.get("restartPolicy", "Always") != "Never":
+            raise _Unsupported(
+                f"PodExecutor runs restartPolicy Never pods only, not {spec.get('restartPolicy')}"
+            )
         if spec.get("ephemeralContainers"):
             raise _Unsupported("PodExecutor does not run ephemeralContainers")
         c = containers[0]

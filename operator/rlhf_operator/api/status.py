@@ -86,6 +86,8 @@ class JobStatus(ApiModel):
     completion_time: datetime | None = None
     """When the job succeeded or failed."""
     attempts: Annotated[int, Field(ge=0)] = 0
-    """Training pod attempts so far (retries after failures and disruptions included)."""
+    """Attempts so far: retries after failures and disruptions included."""
+    pods: list[str] = Field(default_factory=list, max_length=1000)
+    """Training pods created so far, oldest first (for kubectl logs)."""
     message: Annotated[str, Field(max_length=32768)] | None = None
     """Summary of the current state."""

@@ -1,0 +1,305 @@
+"""The operator on a real apiserver and controller-manager, with pods run for real by the
+test executor: the smoke pipeline end to end, waiting and failing dependencies, retries
+that resume, suspension, restarts of the operator, clean-up."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "examples" / "smoke"
+
+
+def _smoke(name: str) -> dict:
+    return yaml.safe_load((SMOKE / f"{name}.yaml").read_text())
+
+
+def _long_sft(name: str = "long", steps: int = 400) -> dict:
+    """An SFTJob long enough to interrupt: checkpoints every 50 steps."""
+    job = _smoke("sftjob")
+    job["metadata"]["name"] = name
+    job["spec"]["training"].update({"maxSteps": steps, "batchSize": 4})
+    job["spec"]["generation"] = {"samples": 0}
+    job["spec"]["runPolicy"] = {"checkpointInterval": 50, "backoffLimit": 2}
+    return job
+
+
+def _checkpoint_appears(pipeline, claim: str, step: int, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
+    marker = (
+        pipeline.claim_folder(claim) / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+    )
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert time.monotonic() < deadline, f"no {marker}"
+        time.sleep(0.1)
+
+
+def test_smoke_pipeline_runs_in_order_through_the_real_trainer(pipeline) -> None:
+    started = time.monotonic()
+    pipeline.apply(SMOKE / "ppojob.yaml", SMOKE / "rewardmodeljob.yaml", SMOKE / "sftjob.yaml")
+    applied = time.monotonic()
+    job = pipeline.wait_for("job.batch", "smoke-sft-sft", lambda body: True, 30, "the Job")
+    created = time.monotonic()
+    # Downstream jobs wait, saying for what, and start nothing.
+    ppo = pipeline.wait_for_phase("ppojob", "smoke-ppo", "Waiting", 30)
+    waiting = next(c for c in ppo["status"]["conditions"] if c["type"] == "Waiting")
+    assert waiting["status"] == "True" and waiting["reason"] == "DependencyNotReady"
+    assert (
+        "SFTJob/smoke-sft" in waiting["message"] and "RewardModelJob/smoke-rm" in waiting["message"]
+    )
+    assert waiting["observedGeneration"] == ppo["metadata"]["generation"]
+    assert pipeline.get("job.batch", "smoke-ppo-ppo") is None
+
+    sft = pipeline.wait_for_phase("sftjob", "smoke-sft", "Succeeded")
+    reward = pipeline.wait_for_phase("rewardmodeljob", "smoke-rm", "Succeeded")
+    ppo = pipeline.wait_for_phase("ppojob", "smoke-ppo", "Succeeded", 300)
+    finished = time.monotonic()
+    print(
+        f"\napply -> Job created: {created - applied:.2f} s;"
+        f" smoke pipeline end to end: {finished - started:.1f} s"
+    )
+
+    for body, figure in (
+        (sft, "eval_loss"),
+        (reward, "eval_accuracy"),
+        (ppo, "eval/reward_policy"),
+    ):
+        status = body["status"]
+        assert status["output"]["path"] == "model"
+        assert figure in status["metrics"]
+        assert status["keyMetric"].startswith(figure)
+        assert status["progress"]["percent"] == 100
+        assert status["attempts"] == 1 and status["startTime"] <= status["completionTime"]
+        succeeded = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+        assert succeeded["status"] == "True"
+    assert reward["status"]["metrics"]["eval_accuracy"] >= 0.9
+
+    # The PPO pod read the SFT and RM outputs through read-only mounts of their claims.
+    ppo_job = pipeline.get("job.batch", "smoke-ppo-ppo")
+    volumes = {v["name"]: v for v in ppo_job["spec"]["template"]["spec"]["volumes"]}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"].get("readOnly")
+        for v in volumes.values()
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {
+        "smoke-ppo-ppo-output": None,
+        "smoke-sft-sft-output": True,
+        "smoke-rm-rm-output": True,
+    }
+    config = json.loads(pipeline.get("configmap", "smoke-ppo-ppo-config")["data"]["config.json"])
+    assert config["paths"]["inputs"] == {
+        "policy": "/inputs/policy/model",
+        "rewardModel": "/inputs/rewardModel/model",
+    }
+    ppo_output = pipeline.claim_folder("smoke-ppo-ppo-output")
+    assert (ppo_output / "model" / "COMPLETE").exists()
+    assert json.loads((ppo_output / "metrics.json").read_text())["phase"] == "Succeeded"
+
+    table = pipeline.kubectl("get", "sft,rm,ppo", "--no-headers").stdout.splitlines()
+    assert all(row.split()[1:3] == ["Succeeded", "100"] for row in table), table
+    events = pipeline.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=smoke-ppo", "-o", "json"
+    ).stdout
+    reasons = [e["reason"] for e in json.loads(events)["items"]]
+    assert "DependencyNotReady" in reasons and "TrainingSucceeded" in reasons
+    assert reasons.count("TrainingSucceeded") == 1
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "SFTJob"
+
+    metrics = pipeline.operator.metrics()
+    assert 'rlhf_operator_jobs{kind="PPOJob",phase="Succeeded"} 1.0' in metrics
+    assert "rlhf_operator_reconcile_duration_seconds_count" in metrics
+    assert (
+        'rlhf_operator_job_duration_seconds_count{kind="SFTJob",phase="Succeeded"} 1.0' in metrics
+    )
+
+
+def test_missing_upstream_waits_and_failed_upstream_fails_downstream(pipeline, tmp_path) -> None:
+    reward = _smoke("rewardmodeljob")
+    pipeline.apply(reward)
+    body = pipeline.wait_for_phase("rewardmodeljob", "smoke-rm", "Waiting", 30)
+    waiting = next(c for c in body["status"]["conditions"] if c["type"] == "Waiting")
+    assert waiting["reason"] == "DependencyNotFound"
+    assert "SFTJob/smoke-sft (it does not exist yet)" in waiting["message"]
+
+    # The upstream exists but its data is malformed: a user error, failed at once.
+    pipeline.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
+    data = pipeline.claim_folder("data")
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "sft.jsonl").write_text(json.dumps({"question": "hi", "answer": "there"}) + "\n")
+    data.chmod(0o755)
+    (data / "sft.jsonl").chmod(0o644)
+    sft = _smoke("sftjob")
+    sft["spec"]["dataset"] = {
+        "pvc": {"claimName": "data", "path": "sft.jsonl"},
+        "format": "prompt-completion",
+    }
+    pipeline.apply(sft)
+    failed = pipeline.wait_for_phase("sftjob", "smoke-sft", "Failed", 120)
+    condition = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
+    assert condition["reason"] == "DataError"
+    assert (
+        ("/inputs/dataset/sft.jsonl" in condition["message"]
+        and "'prompt'" in condition["message"])
+        or "'completion'" in condition["message"]
+    )
+    assert failed["status"]["attempts"] == 1  # the failure policy did not retry a user error
+
+    downstream = pipeline.wait_for_phase("rewardmodeljob", "smoke-rm", "Failed", 60)
+    condition = next(c for c in downstream["status"]["conditions"] if c["type"] == "Failed")
+    assert (
+        condition["reason"] == "DependencyFailed"
+        and "SFTJob/smoke-sft failed" in condition["message"]
+    )
+    assert pipeline.get("job.batch", "smoke-rm-rm") is None
+
+
+def test_a_killed_trainer_is_retried_and_resumes_from_its_checkpoint(pipeline) -> None:
+    pipeline.apply(_long_sft())
+    _checkpoint_appears(pipeline, "long-sft-output", 50)
+    pods = pipeline.executor.running()
+    assert len(pods) == 1
+    pipeline.executor.kill(*pods[0], sig=signal.SIGKILL)
+    done = pipeline.wait_for_phase("sftjob", "long", "Succeeded", 300)
+    assert done["status"]["attempts"] == 2
+    logs = pipeline.kubectl(
+        "get", "pods", "-l", "batch.kubernetes.io/job-name=long-sft", "-o", "name"
+    ).stdout.split()
+    assert len(logs) == 2
+    second = sorted(logs)[0].split("/")[1]
+    texts = [pipeline.executor.logs(pipeline.namespace, name.split("/")[1]) for name in logs]
+    assert any("resuming from checkpoint-" in text for text in texts), second
+    assert done["status"]["progress"]["step"] == 400
+
+
+def test_an_eviction_is_retried_without_counting_against_the_backoff_limit(pipeline) -> None:
+    job = _long_sft("evicted", steps=300)
+    job["spec"]["runPolicy"]["backoffLimit"] = 0
+    pipeline.apply(job)
+    _checkpoint_appears(pipeline, "evicted-sft-output", 50)
+    pipeline.executor.evict(*pipeline.executor.running()[0])
+    done = pipeline.wait_for_phase("sftjob", "evicted", "Succeeded", 300)
+    assert done["status"]["attempts"] == 2
+
+
+def test_suspend_stops_the_pods_keeps_checkpoints_and_resume_continues(pipeline) -> None:
+    pipeline.apply(_long_sft("paused", steps=600))
+    _checkpoint_appears(pipeline, "paused-sft-output", 50)
+    pipeline.kubectl(
+        "patch",
+        "sftjob",
+        "paused",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"runPolicy": {"suspend": True}}}),
+    )
+    suspended = pipeline.wait_for_phase("sftjob", "paused", "Suspended", 60)
+    assert (
+        next(c for c in suspended["status"]["conditions"] if c["type"] == "Suspended")["status"]
+        == "True"
+    )
+    deadline = time.monotonic() + 60
+    while pipeline.executor.running():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    checkpoints = list(
+        (pipeline.claim_folder("paused-sft-output") / "checkpoints").glob("checkpoint-*")
+    )
+    assert checkpoints
+    pipeline.kubectl(
+        "patch",
+        "sftjob",
+        "paused",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"runPolicy": {"suspend": False}}}),
+    )
+    done = pipeline.wait_for_phase("sftjob", "paused", "Succeeded", 300)
+    assert done["status"]["progress"]["step"] == 600
+
+
+def test_operator_restarted_mid_pipeline_creates_no_duplicates_and_finishes(pipeline) -> None:
+    pipeline.apply(SMOKE / "sftjob.yaml", SMOKE / "rewardmodeljob.yaml", SMOKE / "ppojob.yaml")
+    pipeline.wait_for_phase("sftjob", "smoke-sft", "Running", 120)
+    pipeline.operator.stop(signal.SIGKILL)
+    time.sleep(1)
+    pipeline.operator.start()
+    pipeline.wait_for_phase("ppojob", "smoke-ppo", "Succeeded", 300)
+    jobs = json.loads(pipeline.kubectl("get", "jobs", "-o", "json").stdout)["items"]
+    assert sorted(j["metadata"]["name"] for j in jobs) == [
+        "smoke-ppo-ppo",
+        "smoke-rm-rm",
+        "smoke-sft-sft",
+    ]
+    for kind, name in (
+        ("sftjob", "smoke-sft"),
+        ("rewardmodeljob", "smoke-rm"),
+        ("ppojob", "smoke-ppo"),
+    ):
+        assert pipeline.get(kind, name)["status"]["attempts"] == 1
+
+
+def test_deleting_a_job_removes_its_children_unless_the_output_is_retained(pipeline) -> None:
+    kept = _smoke("sftjob")
+    kept["metadata"]["name"] = "kept"
+    kept["spec"]["output"]["retain"] = True
+    kept["spec"]["training"]["maxSteps"] = 5
+    dropped = json.loads(json.dumps(kept))
+    dropped["metadata"]["name"] = "dropped"
+    dropped["spec"]["output"]["retain"] = False
+    pipeline.apply(kept, dropped)
+    pipeline.wait_for_phase("sftjob", "kept", "Succeeded", 200)
+    pipeline.wait_for_phase("sftjob", "dropped", "Succeeded", 200)
+    pipeline.kubectl("delete", "sftjob", "kept", "dropped", "--wait=true")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        remaining = pipeline.kubectl("get", "jobs,configmaps,pvc", "-o", "name").stdout.split()
+        if not any("dropped" in r for r in remaining) and not any(
+            "job.batch/kept" in r for r in remaining
+        ):
+            break
+        time.sleep(0.3)
+    remaining = pipeline.kubectl("get", "jobs,configmaps,pvc", "-o", "name").stdout.split()
+    assert not any("dropped" in item for item in remaining), remaining
+    assert "persistentvolumeclaim/kept-sft-output" in remaining
+    assert "job.batch/kept-sft" not in remaining and "configmap/kept-sft-config" not in remaining
+
+
+def test_queue_name_hands_the_job_to_kueue(pipeline) -> None:
+    queued = _smoke("sftjob")
+    queued["spec"]["queueName"] = "team-a"
+    pipeline.apply(queued)
+    body = pipeline.wait_for(
+        "sftjob",
+        "smoke-sft",
+        lambda b: (b.get("status") or {}).get("message", "").startswith("waiting for admission"),
+        60,
+        "queued",
+    )
+    assert body["status"]["phase"] == "Pending"
+    job = pipeline.get("job.batch", "smoke-sft-sft")
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    # Kueue admits by unsuspending the Job; the operator does not fight it.
+    pipeline.kubectl(
+        "patch", "job", "smoke-sft-sft", "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    pipeline.wait_for_phase("sftjob", "smoke-sft", "Succeeded", 200)
