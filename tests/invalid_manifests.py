@@ -169,6 +169,13 @@ CASES = [
         "fsdp and deepspeed need GPUs",
     ),
     InvalidCase(
+        "ppo-with-fsdp",
+        "PPOJob",
+        {"spec.distributed": {"strategy": "fsdp"}},
+        "spec.distributed.strategy",
+        "PPO keeps four models in step and supports ddp only",
+    ),
+    InvalidCase(
         "unknown-strategy",
         "PPOJob",
         {"spec.distributed": {"strategy": "horovod"}},

@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--standalone", action="store_true", help="do not coordinate with other replicas"
     )
+    operator.add_argument(
+        "--priority", type=int, default=None,
+        help="peering priority: the highest live replica acts, the others wait"
+        " (default: random, so exactly one replica wins)",
+    )
     operator.add_argument("--verbose", action="store_true", help="log every event")
     operator.set_defaults(run=_operator)
     return parser
@@ -132,6 +137,7 @@ def _local_status(arguments: argparse.Namespace) -> int:
 
 def _operator(arguments: argparse.Namespace) -> int:
     import logging
+    import random
 
     import kopf
     from prometheus_client import start_http_server
@@ -149,8 +155,13 @@ def _operator(arguments: argparse.Namespace) -> int:
         f"rlhf operator: metrics on {arguments.metrics_address}:{arguments.metrics_port}",
         flush=True,
     )
+    # Kopf lets every replica of equal priority act; distinct priorities elect one.
+    priority = arguments.priority
+    if priority is None and not arguments.standalone:
+        priority = random.SystemRandom().randint(1, 2**30)
     kopf.run(
         clusterwide=not namespaces,
+        priority=priority,
         namespaces=namespaces,
         liveness_endpoint=f"http://0.0.0.0:{arguments.health_port}/healthz",
         # Replicas elect one active operator through Kopf peering (the chart ships its CRDs).

@@ -4,6 +4,7 @@ on API errors. All decisions live in chaining, status and resources."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -28,7 +29,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="rlhf.dev", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # we post our own, well-worded events
-    settings.peering.name = "rlhf-operator"
+    settings.peering.lifetime = int(os.environ.get("RLHF_PEERING_LIFETIME_SECONDS", "60"))
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     kube.connect()

@@ -149,3 +149,30 @@ def test_output_without_eval_reports_train_loss(write_config, tmp_path: Path) ->
     config, output = write_config(job_manifest("SFTJob", "text", spec))
     assert run_stage("sft", config, train) == 0
     assert summary(output)["keyMetric"].startswith("train_loss=")
+
+
+def test_packing_trains_on_packed_sequences(write_config) -> None:
+    spec = {
+        **CPU,
+        "model": {"preset": "tiny"},
+        "dataset": {"preset": "tiny", "format": "text"},
+        "training": {"maxSteps": 40, "learningRate": 3e-3, "batchSize": 4, "maxLength": 128},
+        "packing": True,
+        "generation": {"samples": 0},
+    }
+    config, output = write_config(job_manifest("SFTJob", "packed", spec))
+    assert run_stage("sft", config, train) == 0
+    assert summary(output)["metrics"]["train_loss"] < first_logged(output, "loss")
+    # Packed batches hold several reviews per sequence: far more tokens per step.
+    tokens = [row["num_tokens"] for row in summary(output)["history"] if "num_tokens" in row]
+    assert tokens[-1] / 40 > 4 * 30
+
+
+def test_distributed_strategies_map_to_transformers_arguments() -> None:
+    from rlhf_trainer.hf import distributed_arguments
+
+    assert distributed_arguments("ddp") == {}
+    assert distributed_arguments("fsdp")["fsdp"] == "full_shard auto_wrap"
+    zero3 = distributed_arguments("deepspeed-zero3")["deepspeed"]["zero_optimization"]
+    assert zero3["stage"] == 3 and zero3["stage3_gather_16bit_weights_on_model_save"]
+    assert distributed_arguments("deepspeed-zero2")["deepspeed"]["zero_optimization"]["stage"] == 2

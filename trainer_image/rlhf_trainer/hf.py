@@ -51,6 +51,7 @@ def training_arguments(
         "fp16": context.precision == "fp16",
         "eval_strategy": "no",
     }
+    arguments.update(distributed_arguments(context.spec.distributed.strategy))
     if has_eval:
         arguments["eval_strategy"] = "steps"
         arguments["eval_steps"] = eval_steps
@@ -62,6 +63,36 @@ def training_arguments(
         arguments["greater_is_better"] = greater_is_better
         arguments["save_total_limit"] = max(2, run_policy.checkpoints_to_keep)
     return arguments
+
+
+def distributed_arguments(strategy: str) -> dict[str, Any]:
+    """How transformers shards training for each distributed.strategy.
+
+    ddp needs nothing (torchrun + Trainer do it). fsdp shards every transformer block;
+    DeepSpeed ZeRO gets a config whose "auto" values transformers fills in from the
+    TrainingArguments, and Trainer's own AdamW (no compiled DeepSpeed ops needed).
+    """
+    if strategy == "fsdp":
+        return {
+            "fsdp": "full_shard auto_wrap",
+            "fsdp_config": {"use_orig_params": True, "sync_module_states": True},
+        }
+    if strategy.startswith("deepspeed-zero"):
+        stage = int(strategy[-1])
+        zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+        if stage == 3:
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        return {
+            "deepspeed": {
+                "zero_optimization": zero,
+                "bf16": {"enabled": "auto"},
+                "fp16": {"enabled": "auto"},
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+                "gradient_clipping": "auto",
+            }
+        }
+    return {}
 
 
 def callbacks(context: Context, early_stopping: Any | None, samples_per_step: int) -> list[Any]:

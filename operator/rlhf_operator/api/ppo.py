@@ -72,10 +72,21 @@ ROLLOUT_SPLITS_EVENLY = Rule(
 )
 
 
+PPO_NEEDS_DDP = Rule(
+    cel="self.distributed.strategy == 'ddp'",
+    check=lambda spec: spec.distributed.strategy == "ddp",
+    message=(
+        "distributed.strategy: PPO keeps four models in step and supports ddp only;"
+        " use ddp (with more GPUs) or LoRA to fit bigger models"
+    ),
+    field="distributed.strategy",
+)
+
+
 class PPOJobSpec(JobSpec):
     """Proximal policy optimisation of the policy against the reward model."""
 
-    rules = (*JobSpec.rules, ROLLOUT_SPLITS_EVENLY)
+    rules = (*JobSpec.rules, ROLLOUT_SPLITS_EVENLY, PPO_NEEDS_DDP)
 
     policy: PolicyModelSource
     """The policy to optimise (usually an SFTJob's output); a frozen copy is the reference."""
