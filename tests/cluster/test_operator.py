@@ -157,10 +157,8 @@ def test_missing_upstream_waits_and_failed_upstream_fails_downstream(pipeline, t
     condition = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
     assert condition["reason"] == "DataError"
     assert (
-        ("/inputs/dataset/sft.jsonl" in condition["message"]
-        and "'prompt'" in condition["message"])
-        or "'completion'" in condition["message"]
-    )
+        "/inputs/dataset/sft.jsonl" in condition["message"] and "'prompt'" in condition["message"]
+    ) or "'completion'" in condition["message"]
     assert failed["status"]["attempts"] == 1  # the failure policy did not retry a user error
 
     downstream = pipeline.wait_for_phase("rewardmodeljob", "smoke-rm", "Failed", 60)
