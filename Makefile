@@ -8,10 +8,13 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools test test-unit test-cluster test-trainer test-local lint crds demo clean
+.PHONY: setup setup-python kube-tools prometheus test test-unit test-cluster test-trainer test-local lint crds demo clean
 
-## setup: the Python environment, kubectl, helm and the Kubernetes control plane for tests
-setup: setup-python kube-tools
+## setup: the Python environment, kubectl, helm, Prometheus and the Kubernetes control plane for tests
+setup: setup-python kube-tools prometheus
+
+prometheus:
+	bash hack/install-prometheus.sh
 
 setup-python: $(VENV)/.installed
 
@@ -48,9 +51,10 @@ lint: setup-python
 	$(BIN)/ruff format --check operator trainer_image tests
 	$(BIN)/mypy operator/rlhf_operator/api
 
-## crds: regenerate crds/ from the API models
+## crds: regenerate crds/ (and the chart's copy) from the API models
 crds: setup-python
 	$(BIN)/rlhf crds --output crds
+	$(BIN)/rlhf crds --output helm/rlhf-operator/crds
 
 ## demo: SFT -> reward model -> PPO on a tiny model, locally, from scratch (~1 minute on 2 CPUs)
 demo: setup-python

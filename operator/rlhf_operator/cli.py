@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         "--standalone", action="store_true", help="do not coordinate with other replicas"
     )
     operator.add_argument(
-        "--priority", type=int, default=None,
+        "--priority",
+        type=int,
+        default=None,
         help="peering priority: the highest live replica acts, the others wait"
         " (default: random, so exactly one replica wins)",
     )

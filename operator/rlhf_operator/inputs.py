@@ -94,6 +94,7 @@ def trainer_config(
     termination_message_path: str | None = None,
     cache: str | None = None,
     device: str = "auto",
+    linger_seconds: float = 0.0,
 ) -> TrainerConfig:
     """The config every trainer process reads (pure: the same job gives the same config)."""
     manifest = job.to_manifest()
@@ -104,6 +105,7 @@ def trainer_config(
     }
     telemetry: dict[str, Any] = {"metrics_host": metrics_host, "metrics_port": metrics_port}
     telemetry["termination_message_path"] = termination_message_path
+    telemetry["linger_seconds"] = linger_seconds
     return TrainerConfig(
         job=manifest,  # type: ignore[arg-type]
         paths=TrainerPaths(output=output, inputs=input_paths, cache=cache),

@@ -66,3 +66,8 @@ def record_phase(kind: str, namespace: str, name: str, phase: str | None) -> Non
             counts[key] = counts.get(key, 0) + 1
         for (job_kind, job_phase), count in counts.items():
             JOBS.labels(kind=job_kind, phase=job_phase).set(count)
+
+
+for _info in KINDS:
+    # Series exist from the start (at 0), so rate() and increase() see the first error.
+    RECONCILE_ERRORS.labels(kind=_info.kind)

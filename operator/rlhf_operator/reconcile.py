@@ -108,6 +108,7 @@ def _create_children(
         metrics_port=settings.metrics_port,
         termination_message_path=TERMINATION_MESSAGE_PATH,
         cache="/cache",
+        linger_seconds=settings.metrics_linger_seconds,
     )
     rendered_config = config_map(job, config)
     digest = hashlib.sha256(rendered_config["data"]["config.json"].encode()).hexdigest()[:16]

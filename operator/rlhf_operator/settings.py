@@ -18,6 +18,8 @@ class OperatorSettings:
     """Overrides the GPU resource name of jobs that keep the default (nvidia.com/gpu)."""
     metrics_port: int = 9090
     """Port the trainer serves /metrics and /progress on."""
+    metrics_linger_seconds: float = 20.0
+    """How long a finished trainer keeps serving /metrics (a scrape or two at 15 s)."""
     recheck_seconds: float = 5.0
     """How often waiting and running jobs are re-checked (upstreams, progress)."""
     progress_timeout_seconds: float = 2.0
@@ -36,6 +38,9 @@ class OperatorSettings:
             gpu_resource_name=env.get("RLHF_GPU_RESOURCE_NAME") or None,
             metrics_port=int(env.get("RLHF_TRAINER_METRICS_PORT", defaults.metrics_port)),
             recheck_seconds=float(env.get("RLHF_RECHECK_SECONDS", defaults.recheck_seconds)),
+            metrics_linger_seconds=float(
+                env.get("RLHF_TRAINER_METRICS_LINGER_SECONDS", defaults.metrics_linger_seconds)
+            ),
             progress_timeout_seconds=float(
                 env.get("RLHF_PROGRESS_TIMEOUT_SECONDS", defaults.progress_timeout_seconds)
             ),

@@ -208,6 +208,8 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
             from .report import write_report
 
             write_report(context.output_dir, config, summary, telemetry.history, result.details)
+        if telemetry.address and config.telemetry.linger_seconds:
+            time.sleep(config.telemetry.linger_seconds)
         return 0
     except UserError as error:
         print(f"rlhf-trainer: error: {error}", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ LABELS = ("namespace", "job", "kind")
 NAMED_GAUGES: dict[str, tuple[str, str]] = {
     "loss": ("rlhf_training_loss", "Training loss of the latest logging window."),
     "learning_rate": ("rlhf_training_learning_rate", "Current learning rate."),
+    "lr": ("rlhf_training_learning_rate", "Current learning rate."),
     "grad_norm": ("rlhf_training_gradient_norm", "Gradient norm before clipping."),
     "tokens_per_second": ("rlhf_training_tokens_per_second", "Training throughput in tokens."),
     "samples_per_second": ("rlhf_training_samples_per_second", "Training throughput in examples."),
@@ -75,7 +76,11 @@ class Telemetry:
             LABELS,
             registry=self.registry,
         )
-        self._named = {key: gauge(name, text) for key, (name, text) in NAMED_GAUGES.items()}
+        gauges: dict[str, Gauge] = {}
+        for name, text in NAMED_GAUGES.values():
+            if name not in gauges:
+                gauges[name] = gauge(name, text)
+        self._named = {key: gauges[name] for key, (name, _) in NAMED_GAUGES.items()}
         self._train_metric = gauge(
             "rlhf_train_metric", "Any training figure the trainer logs, by name.", ("metric",)
         )

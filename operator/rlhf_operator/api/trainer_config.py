@@ -57,6 +57,9 @@ class TrainerTelemetry(ApiModel):
     """Port of the endpoint; 0 picks a free one (local mode prints it)."""
     termination_message_path: str | None = TERMINATION_MESSAGE_PATH
     """Where the one-line JSON summary goes on exit (Kubernetes shows it in the pod status)."""
+    linger_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
+    """Keep serving /metrics this long after training ends, so Prometheus scrapes the final
+    evaluation figures before the pod goes away."""
 
 
 class TrainerConfig(ApiModel):

@@ -1,0 +1,131 @@
+{{/*
+Chart name (app.kubernetes.io/name of the operator's objects).
+*/}}
+{{- define "rlhf-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the objects: RELEASE-rlhf-operator, or RELEASE when it already contains the
+chart name. Kept to 52 characters so that suffixed names (-metrics, -dashboard-...) fit.
+*/}}
+{{- define "rlhf-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rlhf-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object.
+*/}}
+{{- define "rlhf-operator.labels" -}}
+helm.sh/chart: {{ include "rlhf-operator.chart" . }}
+{{ include "rlhf-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rlhf-operator
+{{- end }}
+
+{{/*
+Selector labels of the operator pods.
+*/}}
+{{- define "rlhf-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rlhf-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The operator's ServiceAccount.
+*/}}
+{{- define "rlhf-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rlhf-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "rlhf-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{- define "rlhf-operator.trainerImage" -}}
+{{- .Values.trainer.image | default (printf "ghcr.io/rlhf-operator/trainer:%s" .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The name of the Kopf peering object. It must match the operator's
+settings.peering.name (operator/rlhf_operator/handlers.py and cli.py).
+*/}}
+{{- define "rlhf-operator.peeringName" -}}
+rlhf-operator
+{{- end }}
+
+{{/*
+RBAC rules the operator needs in every namespace it watches: in a ClusterRole when it
+watches all namespaces, in a Role per namespace otherwise. No wildcards; no Secrets; no
+pods/exec; no deletes (owner references let the garbage collector remove children).
+*/}}
+{{- define "rlhf-operator.namespacedRules" -}}
+# The three job kinds. list/watch: Kopf's watch streams (create/resume/update/timer
+# handlers). get: the operator reads a job and the upstream jobs its fromJob points at.
+# patch: Kopf keeps its handler progress and last-handled spec in annotations (and adds
+# or removes its finalizer) on the object itself.
+- apiGroups: ["rlhf.dev"]
+  resources: ["sftjobs", "rewardmodeljobs", "ppojobs"]
+  verbs: ["get", "list", "watch", "patch"]
+# Status is a subresource: the operator writes phase, conditions, progress, metrics and
+# output there (kube.patch_status).
+- apiGroups: ["rlhf.dev"]
+  resources: ["sftjobs/status", "rewardmodeljobs/status", "ppojobs/status"]
+  verbs: ["patch"]
+# Children carry an ownerReference with blockOwnerDeletion: true. Where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift), that
+# needs update on the owner's finalizers subresource.
+- apiGroups: ["rlhf.dev"]
+  resources: ["sftjobs/finalizers", "rewardmodeljobs/finalizers", "ppojobs/finalizers"]
+  verbs: ["update"]
+# Each job's children: the trainer config (ConfigMap), the output volume claim, and the
+# headless rendezvous Service of multi-node jobs. Created once, never changed or deleted
+# by the operator (the garbage collector deletes them with their job).
+- apiGroups: [""]
+  resources: ["configmaps", "persistentvolumeclaims", "services"]
+  verbs: ["get", "create"]
+# The training Job. create: start it; get: follow it; patch: suspend/resume and
+# run-policy changes; list/watch: Kopf's event handler on the operator's Jobs wakes the
+# owning job at once when its Job starts or finishes.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Training pods: their phase, IP (to read the trainer's /progress) and termination
+# message (final metrics, error reason). Read-only: no create, no exec, no logs.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Events on the jobs (kubectl describe): posted by the operator and by Kopf.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+Cluster-scoped reads Kopf needs in every mode.
+*/}}
+{{- define "rlhf-operator.crdRules" -}}
+# Kopf discovers the resources it serves and watches CustomResourceDefinitions to notice
+# them being added or removed at runtime. Read-only.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

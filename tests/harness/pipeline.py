@@ -1,0 +1,128 @@
+"""Driving the operator in tests: a real `rlhf operator` subprocess, kubectl, the executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+class OperatorProcess:
+    """`rlhf operator` as a real subprocess against the test apiserver."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, trainer_port: int) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log = log
+        self.trainer_port = trainer_port
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, standalone: bool = True) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "RLHF_RECHECK_SECONDS": "1",
+            "RLHF_TRAINER_METRICS_PORT": str(self.trainer_port),
+            "RLHF_TRAINER_IMAGE": "rlhf-trainer:test",
+            "RLHF_TRAINER_METRICS_LINGER_SECONDS": os.environ.get(
+                "RLHF_TRAINER_METRICS_LINGER_SECONDS", "0"
+            ),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "rlhf_operator.cli",
+            "operator",
+            "--standalone",
+            "--namespace",
+            self.namespace,
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--health-port",
+            str(free_port()),
+        ]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as reply:
+            return reply.read().decode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Pipeline:
+    """What a pipeline test drives: kubectl, the executor, the operator."""
+
+    def __init__(self, cluster, namespace, executor, operator, folder) -> None:  # type: ignore[no-untyped-def]
+        self.cluster = cluster
+        self.namespace = namespace
+        self.executor = executor
+        self.operator = operator
+        self.folder = folder
+
+    def kubectl(self, *args: str, **kwargs):  # type: ignore[no-untyped-def]
+        return self.cluster.kubectl(*args, "-n", self.namespace, **kwargs)
+
+    def apply(self, *documents: dict | Path) -> None:
+        for document in documents:
+            if isinstance(document, Path):
+                self.kubectl("apply", "-f", str(document))
+            else:
+                self.kubectl("apply", "-f", "-", input=json.dumps(document))
+
+    def get(self, resource: str, name: str) -> dict | None:
+        result = self.kubectl("get", resource, name, "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def wait_for(self, resource: str, name: str, predicate, timeout: float = 240, what: str = ""):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        body = None
+        while time.monotonic() < deadline:
+            body = self.get(resource, name)
+            if body is not None and predicate(body):
+                return body
+            time.sleep(0.3)
+        log = self.operator.log.read_text()[-3000:] if self.operator.log.exists() else ""
+        raise AssertionError(
+            f"{resource}/{name}: timed out waiting for {what}; last: "
+            f"{json.dumps((body or {}).get('status'), indent=1)[:2000]}\noperator log:\n{log}"
+        )
+
+    def wait_for_phase(self, resource: str, name: str, phase: str, timeout: float = 240):  # type: ignore[no-untyped-def]
+        return self.wait_for(
+            resource,
+            name,
+            lambda body: (body.get("status") or {}).get("phase") == phase,
+            timeout,
+            f"phase {phase}",
+        )
+
+    def claim_folder(self, claim: str) -> Path:
+        return self.executor.claim_path(self.namespace, claim)
