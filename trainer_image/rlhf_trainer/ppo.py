@@ -76,6 +76,7 @@ def train(context: Context) -> StageResult:
         logging_steps=spec.training.logging_steps,
     )
     context.telemetry.set_total(loop.total_updates)
+    context.telemetry.record_step(loop.step)
     context.telemetry.set_state("training")
     run_policy = spec.run_policy
     last = loop.train(

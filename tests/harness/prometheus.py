@@ -1,0 +1,83 @@
+"""A real Prometheus (Debian's package) on 127.0.0.1 for tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class Prometheus:
+    """Starts prometheus with a given config; queries its HTTP API."""
+
+    def __init__(self, folder: Path, config: dict[str, Any], binary: str | None = None) -> None:
+        self.folder = folder
+        self.config = config
+        self.binary = binary or shutil.which("prometheus") or "prometheus"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.process: subprocess.Popen[bytes] | None = None
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def start(self) -> Prometheus:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "prometheus.yml").write_text(yaml.safe_dump(self.config))
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={self.folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.folder / "prometheus.log").open("wb"),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with self._opener.open(f"http://127.0.0.1:{self.port}/-/ready", timeout=2):
+                    return self
+            except OSError:
+                assert self.process.poll() is None, self.log()
+                assert time.monotonic() < deadline, "Prometheus did not become ready"
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        path = self.folder / "prometheus.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+    def _get(self, path: str, parameters: dict[str, Any]) -> Any:
+        url = f"http://127.0.0.1:{self.port}{path}?" + urllib.parse.urlencode(parameters)
+        with self._opener.open(url, timeout=20) as reply:
+            answer = json.loads(reply.read())
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        return list(self._get("/api/v1/query", {"query": expr})["result"])
+
+    def query_range(
+        self, expr: str, start: float, end: float, step: float = 1.0
+    ) -> list[dict[str, Any]]:
+        data = self._get(
+            "/api/v1/query_range", {"query": expr, "start": start, "end": end, "step": step}
+        )
+        return list(data["result"])
