@@ -28,8 +28,9 @@ from typing import Any
 import pytest
 import yaml
 from harness.kube import KubeCluster
+from harness.pipeline import free_port
 
-from tests.cluster.conftest import CRD_NAMES, free_port, wait_established
+from tests.cluster.conftest import CRD_NAMES, wait_established
 
 pytestmark = pytest.mark.cluster
 

@@ -24,13 +24,14 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, standalone: bool = True) -> OperatorProcess:
+    def start(self, standalone: bool = True, priority: int | None = None) -> OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "RLHF_RECHECK_SECONDS": "1",
             "RLHF_TRAINER_METRICS_PORT": str(self.trainer_port),
             "RLHF_TRAINER_IMAGE": "rlhf-trainer:test",
+            "RLHF_PEERING_LIFETIME_SECONDS": "4",
             "RLHF_TRAINER_METRICS_LINGER_SECONDS": os.environ.get(
                 "RLHF_TRAINER_METRICS_LINGER_SECONDS", "0"
             ),
@@ -40,7 +41,8 @@ class OperatorProcess:
             "-m",
             "rlhf_operator.cli",
             "operator",
-            "--standalone",
+            *(["--standalone"] if standalone else []),
+            *(["--priority", str(priority)] if priority is not None else []),
             "--namespace",
             self.namespace,
             "--metrics-address",
