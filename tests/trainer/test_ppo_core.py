@@ -26,7 +26,7 @@ from rlhf_trainer.ppo_core import (
     per_token_rewards,
     truncate_after_stop_token,
 )
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from rlhf_trainer.presets import bpe_tokenizer, tiny_llama_config
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -201,35 +201,11 @@ def single_cpu_thread():
 
 def build_tokenizer(sentences: list[str]) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on the given sentences, with <pad>, <s> and </s>."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(sentences, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    return bpe_tokenizer(sentences, vocab_size=320, chat=False)
 
 
 def llama_config(tokenizer: PreTrainedTokenizerFast, **extra) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **extra,
-    )
+    return tiny_llama_config(tokenizer, max_position_embeddings=64, **extra)
 
 
 def train_reward_model(

@@ -114,31 +114,62 @@ def preset_cache(cache: str | None) -> Path:
     return root / "presets"
 
 
-def build_tiny_tokenizer(folder: Path) -> Any:
-    """A byte-level BPE tokenizer trained on the tiny corpus, saved as a transformers one."""
+def bpe_tokenizer(corpus: list[str], vocab_size: int = 400, chat: bool = True) -> Any:
+    """A byte-level BPE tokenizer trained on ``corpus``, as a transformers tokenizer.
+
+    Special tokens come first (<pad>, <s>, </s>, then the chat roles when ``chat``).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
+    roles = ["<|user|>", "<|assistant|>", "<|system|>"] if chat else []
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=specials,
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>", *roles],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
-        additional_special_tokens=specials[3:],
+        additional_special_tokens=roles or None,
     )
-    wrapped.chat_template = CHAT_TEMPLATE
-    wrapped.save_pretrained(folder)
+    if chat:
+        wrapped.chat_template = CHAT_TEMPLATE
     return wrapped
+
+
+def build_tiny_tokenizer(folder: Path) -> Any:
+    """The tiny preset's tokenizer, trained on the review corpus and saved in ``folder``."""
+    tokenizer = bpe_tokenizer(_corpus())
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tiny_llama_config(tokenizer: Any, **overrides: Any) -> Any:
+    """The tiny preset's architecture: 2 layers, hidden size 64, 4 heads."""
+    from transformers import LlamaConfig
+
+    settings: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 256,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": False,
+    }
+    return LlamaConfig(**{**settings, **overrides})
 
 
 def tiny_model_path(cache: str | None) -> Path:
@@ -149,7 +180,7 @@ def tiny_model_path(cache: str | None) -> Path:
     half a model.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     folder = preset_cache(cache) / f"tiny-v{PRESET_VERSION}"
     if (folder / "config.json").exists():
@@ -157,21 +188,8 @@ def tiny_model_path(cache: str | None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     tokenizer = build_tiny_tokenizer(staging)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(staging)
+    LlamaForCausalLM(tiny_llama_config(tokenizer)).save_pretrained(staging)
     try:
         os.rename(staging, folder)
     except OSError:  # another process won the race: theirs is complete, use it
