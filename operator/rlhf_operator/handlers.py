@@ -54,8 +54,18 @@ def _wake_dependents(info: KindInfo, body: kopf.Body) -> None:
         reconcile(dependent_info, dependent, SETTINGS)
 
 
-def _active(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in TERMINAL_PHASES
+def _running(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") == "Running"
+
+
+def _idle(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in (*TERMINAL_PHASES, "Running")
+
+
+SAFETY_NET_FACTOR = 6
+"""Waiting, pending and suspended jobs change on events (their upstream ends, their Job
+or pods change, their spec is edited); their timer is only a safety net, so it runs
+this many times less often than the progress poll of running jobs."""
 
 
 def _register(info: KindInfo) -> None:
@@ -77,10 +87,17 @@ def _register(info: KindInfo) -> None:
     kopf.on.update(*resource, id=f"{info.stage}-update", field="spec")(on_change)
     kopf.timer(
         *resource,
-        id=f"{info.stage}-recheck",
+        id=f"{info.stage}-progress",
         interval=SETTINGS.recheck_seconds,
         initial_delay=SETTINGS.recheck_seconds,
-        when=_active,
+        when=_running,
+    )(on_timer)
+    kopf.timer(
+        *resource,
+        id=f"{info.stage}-recheck",
+        interval=SETTINGS.recheck_seconds * SAFETY_NET_FACTOR,
+        initial_delay=SETTINGS.recheck_seconds,
+        when=_idle,
     )(on_timer)
     kopf.on.delete(*resource, id=f"{info.stage}-forget", optional=True)(on_delete)
 
