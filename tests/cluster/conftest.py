@@ -50,6 +50,7 @@ def pipeline(crds_installed, namespace, tmp_path):  # type: ignore[no-untyped-de
         namespace=namespace,
         label_selector="app.kubernetes.io/managed-by=rlhf-operator",
         max_parallel=1,
+        expose_paths=[ROOT],  # the code, as an image would hold it
     )
     executor.start()
     operator = OperatorProcess(

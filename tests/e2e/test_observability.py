@@ -99,6 +99,7 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
         tmp_path / "volumes",
         namespace=namespace,
         label_selector="app.kubernetes.io/managed-by=rlhf-operator",
+        expose_paths=[ROOT],
     )
     prometheus.start()
     executor.start()

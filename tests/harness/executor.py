@@ -202,6 +202,9 @@ def main(spec, errfd):
     name = spec["hostname"].encode()
     if libc.sethostname(name, len(name)) != 0:
         raise OSError(ctypes.get_errno(), "sethostname")
+    # The "image" (the interpreter, the venv, the code) stays visible even where a volume
+    # is mounted over one of its parents (a venv under /tmp, and an emptyDir at /tmp).
+    image_fds = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in spec["image"]]
     for stage in spec["tmpfs"]:
         mount("tmpfs", stage["path"], "tmpfs", MS_NOSUID | MS_NODEV, stage["options"])
     # Open every source first: an exposed folder (below) may hide where it lives.
@@ -227,6 +230,11 @@ def main(spec, errfd):
         else:
             writable.add(os.path.realpath(m["target"]))
     for fd in fds.values():
+        os.close(fd)
+    for p, fd in image_fds:
+        os.makedirs(p, exist_ok=True)
+        mount("/proc/self/fd/%d" % fd, p, None, MS_BIND | MS_REC)
+        remount_ro(p)
         os.close(fd)
     cwd = spec["cwd"]
     os.makedirs(cwd, exist_ok=True)
@@ -1213,6 +1221,7 @@ class PodExecutor:
             "hostname": self._hostname(pod),
             "tmpfs": tmpfs,
             "expose": self._exposures(uid, groups or [], gid),
+            "image": self._hidden_image_paths(mounts),
             "mounts": mounts,
             "read_only_root": bool(csc.get("readOnlyRootFilesystem")),
             "no_new_privs": csc.get("allowPrivilegeEscalation") is False,
@@ -1557,16 +1566,10 @@ class PodExecutor:
             lines.append(f"{POD_IP}\t{fqdn}\t{short}" + (f"\t{name}" if name == hostname else ""))
         return base.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
-    def _exposures(
-        self, uid: int | None, groups: list[int], gid: int | None
-    ) -> list[dict[str, Any]]:
-        """Folders a non-root container needs (the interpreter, the venv...) whose parents
-        it may not traverse (e.g. /root is 0700): each blocking parent gets a tmpfs in
-        the container with just those folders bound in, read-only."""
-        if not uid:
-            return []
-        all_groups = {*groups, *([gid] if gid is not None else [])}
-        wanted = {
+    def _image_paths(self) -> set[str]:
+        """Host folders that stand in for the container image: the interpreter, the venv,
+        PATH additions and ``expose_paths`` (e.g. the source tree of an editable install)."""
+        return {
             os.path.realpath(p)
             for p in [
                 sys.prefix,
@@ -1577,6 +1580,28 @@ class PodExecutor:
             ]
             if p and os.path.isdir(p)
         }
+
+    def _hidden_image_paths(self, mounts: list[dict[str, Any]]) -> list[str]:
+        """Image folders a volume would hide (mounted on one of their parents): these are
+        bound back on top of the volume, outermost only."""
+        targets = [os.path.realpath(m["target"]) for m in mounts]
+        hidden = sorted(
+            p
+            for p in self._image_paths()
+            if any(p.startswith(t.rstrip("/") + "/") for t in targets)
+        )
+        return [p for p in hidden if not any(p != q and p.startswith(q + "/") for q in hidden)]
+
+    def _exposures(
+        self, uid: int | None, groups: list[int], gid: int | None
+    ) -> list[dict[str, Any]]:
+        """Folders a non-root container needs (the interpreter, the venv...) whose parents
+        it may not traverse (e.g. /root is 0700): each blocking parent gets a tmpfs in
+        the container with just those folders bound in, read-only."""
+        if not uid:
+            return []
+        all_groups = {*groups, *([gid] if gid is not None else [])}
+        wanted = self._image_paths()
         shims: dict[str, set[str]] = {}
         for p in sorted(wanted):
             blocker = _first_blocked_parent(p, uid, all_groups)

@@ -112,6 +112,7 @@ class Pipeline:
                 return body
             time.sleep(0.3)
         log = self.operator.log.read_text()[-3000:] if self.operator.log.exists() else ""
+        log += "\n" + self.pod_logs()
         raise AssertionError(
             f"{resource}/{name}: timed out waiting for {what}; last: "
             f"{json.dumps((body or {}).get('status'), indent=1)[:2000]}\noperator log:\n{log}"
@@ -125,6 +126,19 @@ class Pipeline:
             timeout,
             f"phase {phase}",
         )
+
+    def pod_logs(self, lines: int = 40) -> str:
+        """The tail of every pod's output, to explain a failed wait."""
+        listed = self.kubectl("get", "pods", "-o", "name", check=False).stdout.split()
+        parts = []
+        for name in listed:
+            pod = name.split("/", 1)[1]
+            try:
+                text = self.executor.logs(self.namespace, pod)
+            except KeyError:
+                continue
+            parts.append(f"--- pod {pod}:\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)
 
     def claim_folder(self, claim: str) -> Path:
         return self.executor.claim_path(self.namespace, claim)
