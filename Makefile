@@ -63,3 +63,30 @@ demo: setup-python
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+## bench ----------------------------------------------------------------------------
+## Benchmarks print figures (bench/RESULTS.md has the latest); tests never run them.
+## Run them one at a time: each wants the machine to itself. BENCH_ARGS passes options.
+BENCH_ARGS ?=
+
+.PHONY: bench bench-trainer bench-ppo bench-operator bench-gpu
+
+## bench: trainer overhead, PPO vs TRL 1.12, operator at scale, GPU script smoke (CPU)
+bench: bench-trainer bench-ppo bench-operator
+	$(BIN)/python bench/gpu_throughput.py --cpu-smoke
+
+## bench-trainer: our SFT / reward-model trainer vs plain TRL scripts (same work)
+bench-trainer: setup-python
+	$(BIN)/python bench/trainer_overhead.py $(BENCH_ARGS)
+
+## bench-ppo: our PPO vs TRL 1.12's PPOTrainer (its own venv under $(RLHF_CACHE)/bench)
+bench-ppo: setup-python
+	$(BIN)/python bench/ppo_vs_trl.py $(BENCH_ARGS)
+
+## bench-operator: 500 SFTJobs at once, then 1000 idle, on the real control plane
+bench-operator: setup
+	$(BIN)/python bench/operator_scale.py $(BENCH_ARGS)
+
+## bench-gpu: SFT tokens/s + MFU and PPO episodes/s on a GPU (--cpu-smoke without one)
+bench-gpu: setup-python
+	$(BIN)/python bench/gpu_throughput.py $(BENCH_ARGS)
