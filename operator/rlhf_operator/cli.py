@@ -151,6 +151,9 @@ def _operator(arguments: argparse.Namespace) -> int:
         level=logging.DEBUG if arguments.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not arguments.verbose:
+        # One line per handler run drowns the log at scale; failures still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = list(arguments.namespace) or list(handlers.SETTINGS.namespaces)
     start_http_server(arguments.metrics_port, addr=arguments.metrics_address, registry=REGISTRY)
     print(

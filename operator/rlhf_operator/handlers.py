@@ -30,6 +30,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING  # we post our own, well-worded events
     settings.peering.lifetime = int(os.environ.get("RLHF_PEERING_LIFETIME_SECONDS", "60"))
+    # Each reconcile makes a few blocking API calls: with the default pool (cores + 4
+    # threads) a burst of new jobs queues behind them (bench/operator_scale.py).
+    settings.execution.max_workers = SETTINGS.workers
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     kube.connect()

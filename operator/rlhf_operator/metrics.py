@@ -50,24 +50,27 @@ JOB_CREATE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
-_phases: dict[tuple[str, str, str], tuple[str, str]] = {}
+_phases: dict[tuple[str, str, str], str] = {}
 _lock = threading.Lock()
 
 
 def record_phase(kind: str, namespace: str, name: str, phase: str | None) -> None:
-    """Remember a job's phase (None: deleted) and refresh the per-phase gauge."""
+    """Remember a job's phase (None: deleted) and move it between the per-phase counts."""
+    key = (kind, namespace, name)
     with _lock:
-        if phase is None:
-            _phases.pop((kind, namespace, name), None)
-        else:
-            _phases[(kind, namespace, name)] = (kind, phase)
-        counts = {(info.kind, phase): 0 for info in KINDS for phase in PHASES}
-        for key in _phases.values():
-            counts[key] = counts.get(key, 0) + 1
-        for (job_kind, job_phase), count in counts.items():
-            JOBS.labels(kind=job_kind, phase=job_phase).set(count)
+        old = _phases.pop(key, None)
+        if phase is not None:
+            _phases[key] = phase
+        if old == phase:
+            return
+        if old is not None:
+            JOBS.labels(kind=kind, phase=old).dec()
+        if phase is not None:
+            JOBS.labels(kind=kind, phase=phase).inc()
 
 
 for _info in KINDS:
-    # Series exist from the start (at 0), so rate() and increase() see the first error.
+    # Series exist from the start (at 0): rate() sees the first error, panels show zeros.
     RECONCILE_ERRORS.labels(kind=_info.kind)
+    for _phase in PHASES:
+        JOBS.labels(kind=_info.kind, phase=_phase)

@@ -65,7 +65,9 @@ def _reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings)
         return _refuse(info, body, previous, error)
 
     names = child_names(job)
-    found_job = kube.get_batch_job(namespace, names.job)
+    # Before the first Job exists the status names none: skip the read, create directly
+    # (a 409 then says it exists after all, e.g. after a restart mid-reconcile).
+    found_job = kube.get_batch_job(namespace, names.job) if previous.get("jobName") else None
     if found_job is None:
         found = {u: kube.get_job(KINDS_BY_NAME[u.kind], namespace, u.name) for u in upstreams(job)}
         decision = decide(job, found)

@@ -24,6 +24,8 @@ class OperatorSettings:
     """How often waiting and running jobs are re-checked (upstreams, progress)."""
     progress_timeout_seconds: float = 2.0
     """How long to wait for a trainer's /progress answer."""
+    workers: int = 32
+    """Reconciles that may run at once (threads)."""
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     """Namespaces to watch; all when empty."""
 
@@ -44,5 +46,6 @@ class OperatorSettings:
             progress_timeout_seconds=float(
                 env.get("RLHF_PROGRESS_TIMEOUT_SECONDS", defaults.progress_timeout_seconds)
             ),
+            workers=int(env.get("RLHF_WORKERS", defaults.workers)),
             namespaces=namespaces,
         )

@@ -167,7 +167,8 @@ def observe(
     status = {key: value for key, value in status.items() if value is not None}
 
     events = []
-    if phase != old_phase:
+    # A new phase, or a new reason to wait (the upstream now exists, or now runs).
+    if phase != old_phase or (phase == "Waiting" and reason != _reason_of(previous, "Waiting")):
         kind = "Warning" if phase == "Failed" else "Normal"
         events.append((kind, reason or phase, message or f"phase {phase}"))
     return Observation(status, events)

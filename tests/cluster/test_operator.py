@@ -111,6 +111,7 @@ def test_smoke_pipeline_runs_in_order_through_the_real_trainer(pipeline) -> None
     ).stdout
     reasons = [e["reason"] for e in json.loads(events)["items"]]
     assert "DependencyNotReady" in reasons and "TrainingSucceeded" in reasons
+    assert reasons.count("DependencyNotReady") == 1
     assert reasons.count("TrainingSucceeded") == 1
     assert job["metadata"]["ownerReferences"][0]["kind"] == "SFTJob"
 

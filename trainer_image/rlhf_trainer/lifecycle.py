@@ -70,9 +70,21 @@ class Context:
         return self.output_dir / FINAL_MODEL_DIR
 
     def torch_dtype(self) -> Any:
+        """The dtype of frozen models (reference policy, reward model): bf16 on GPUs."""
         import torch
 
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+
+    def master_dtype(self) -> Any:
+        """The dtype of weights being trained: always fp32.
+
+        Mixed precision computes in bf16 (autocast) but keeps fp32 weights: a bf16 weight
+        cannot absorb an update as small as lr 2e-5 times a gradient, so most would never
+        move.
+        """
+        import torch
+
+        return torch.float32
 
 
 class StopRequest:

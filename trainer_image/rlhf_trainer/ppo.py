@@ -17,9 +17,9 @@ def train(context: Context) -> StageResult:
 
     spec = context.spec
     config = context.config
-    dtype = context.torch_dtype()
+    dtype, master = context.torch_dtype(), context.master_dtype()
     tokenizer = load_tokenizer(spec.policy, "policy", config)
-    policy = load_causal_lm(spec.policy, "policy", config, dtype)
+    policy = load_causal_lm(spec.policy, "policy", config, master)
     reference = load_causal_lm(spec.policy, "policy", config, dtype)
     reward_model = load_classifier(
         spec.reward_model, "rewardModel", config, dtype, None, tokenizer.pad_token_id
@@ -28,7 +28,7 @@ def train(context: Context) -> StageResult:
         (spec.value_model, "valueModel") if spec.value_model else (spec.reward_model, "rewardModel")
     )
     value_model = load_classifier(
-        value_source, value_slot, config, dtype, None, tokenizer.pad_token_id
+        value_source, value_slot, config, master, None, tokenizer.pad_token_id
     )
     train_prompts, eval_prompts = _prompts(context, tokenizer)
 
@@ -64,6 +64,13 @@ def train(context: Context) -> StageResult:
             {**metrics, "samples_per_second": metrics.get("eps", 0.0)}, step
         )
 
+    import accelerate
+
+    # bf16 autocast over fp32 weights on GPUs; plain fp32 on CPU.
+    accelerator = accelerate.Accelerator(
+        cpu=context.device == "cpu",
+        mixed_precision="bf16" if context.precision == "bf16" else "no",
+    )
     loop = PPOLoop(
         policy,
         reference,
@@ -72,6 +79,7 @@ def train(context: Context) -> StageResult:
         tokenizer,
         train_prompts,
         hyperparameters,
+        accelerator=accelerator,
         on_log=on_log,
         logging_steps=spec.training.logging_steps,
     )

@@ -18,7 +18,7 @@ def train(context: Context) -> StageResult:
     tokenizer = load_tokenizer(spec.model, "model", context.config)
     splits = load_splits(spec.dataset, "rm", context.config, spec.training.seed)
     model = load_classifier(
-        spec.model, "model", context.config, context.torch_dtype(), None, tokenizer.pad_token_id
+        spec.model, "model", context.config, context.master_dtype(), None, tokenizer.pad_token_id
     )
     if splits.format == "rating":
         return _train_regression(context, tokenizer, model, splits)

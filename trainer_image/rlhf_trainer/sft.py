@@ -33,7 +33,7 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
     from trl import SFTConfig, SFTTrainer
 
     spec = context.spec
-    model = load_causal_lm(spec.model, "model", context.config, context.torch_dtype())
+    model = load_causal_lm(spec.model, "model", context.config, context.master_dtype())
     has_eval = splits.eval is not None
     template = tokenizer.chat_template or ""
     arguments = SFTConfig(
@@ -172,7 +172,7 @@ def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> Stage
     spec = context.spec
     labels = list(spec.labels)
     model = load_classifier(
-        spec.model, "model", context.config, context.torch_dtype(), labels, tokenizer.pad_token_id
+        spec.model, "model", context.config, context.master_dtype(), labels, tokenizer.pad_token_id
     )
     if spec.lora:
         from peft import get_peft_model
