@@ -332,14 +332,15 @@ def test_two_replicas_elect_one_and_the_other_takes_over(
     kubeconfig = crds_installed.admin_kubeconfig
     leader = OperatorProcess(kubeconfig, namespace, tmp_path / "leader.log", port)
     follower = OperatorProcess(kubeconfig, namespace, tmp_path / "follower.log", port)
-    follower.start(standalone=False, priority=1)
     leader.start(standalone=False, priority=2)
     try:
-        # Both start paused until they have seen the peers; the higher priority resumes.
+        # An operator starts paused and resumes once it has seen its peers.
         deadline = time.monotonic() + 60
         while "Resuming operations" not in leader.log.read_text():
             assert time.monotonic() < deadline, leader.log.read_text()[-2000:]
             time.sleep(0.3)
+        follower.start(standalone=False, priority=1)
+        time.sleep(3)  # the follower sees the higher-priority peer and stays paused
         first = _smoke("sftjob")
         crds_installed.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(first))
         deadline = time.monotonic() + 60
@@ -348,7 +349,7 @@ def test_two_replicas_elect_one_and_the_other_takes_over(
             time.sleep(0.3)
         time.sleep(3)
         assert "created Job" not in follower.log.read_text()
-        assert "Resuming operations" not in follower.log.read_text()
+        assert "Resuming operations" not in follower.log.read_text()  # it never acted
 
         leader.stop()  # the follower resumes once the leader's keep-alive expires
         second = _smoke("sftjob")
