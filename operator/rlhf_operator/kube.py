@@ -128,21 +128,6 @@ def create(body: dict[str, Any]) -> bool:
     return True
 
 
-def exists(kind: str, namespace: str, name: str) -> bool:
-    try:
-        if kind == "PersistentVolumeClaim":
-            core().read_namespaced_persistent_volume_claim(name, namespace)
-        elif kind == "Secret":
-            core().read_namespaced_secret(name, namespace)
-        else:
-            raise ValueError(kind)
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
-
-
 def patch_batch_job(namespace: str, name: str, patch: dict[str, Any]) -> None:
     try:
         batch().patch_namespaced_job(name, namespace, patch)
