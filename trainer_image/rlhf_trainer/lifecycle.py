@@ -268,6 +268,24 @@ def publish_model(output_dir: Path, save: Callable[[Path], None]) -> Path:
     return final
 
 
+def publish_pretrained(
+    context: Context,
+    model: Any,
+    tokenizer: Any,
+    files: dict[str, list[dict[str, Any]]] | None = None,
+) -> Path:
+    """Publish a transformers model with its tokenizer (and JSONL files travelling with it)."""
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        for name, rows in (files or {}).items():
+            (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    context.telemetry.set_state("saving")
+    return publish_model(context.output_dir, save)
+
+
 def latest_checkpoint(
     checkpoint_dir: Path, complete_marker: str = "trainer_state.json"
 ) -> Path | None:

@@ -3,13 +3,12 @@ rankings (expanded to pairs), or regression (MSE) on ratings."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from . import hf
 from .data import Splits, load_splits, ranking_to_pairs, rating_texts
 from .evaluation import pairwise_metrics, regression_metrics
-from .lifecycle import Context, StageResult, publish_model
+from .lifecycle import Context, StageResult, publish_pretrained
 from .models import load_classifier, load_tokenizer
 
 
@@ -166,12 +165,7 @@ def _finish(
     if not context.is_main:
         return StageResult(metrics, "")
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    context.telemetry.set_state("saving")
-    publish_model(context.output_dir, save)
+    publish_pretrained(context, model, tokenizer)
     key_metric = (
         f"{key}={metrics[key]:.3f}" if key in metrics else f"train_loss={metrics['train_loss']:.4g}"
     )

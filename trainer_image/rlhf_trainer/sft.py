@@ -11,7 +11,7 @@ from . import hf
 from .data import Splits, label_ids, load_splits
 from .evaluation import classification_metrics, perplexity
 from .generation import generate
-from .lifecycle import Context, StageResult, publish_model
+from .lifecycle import Context, StageResult, publish_pretrained
 from .models import load_causal_lm, load_classifier, load_tokenizer
 
 HIGHER_IS_BETTER = ("accuracy", "f1", "precision", "recall")
@@ -79,13 +79,7 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
     samples = _samples(context, model, tokenizer, splits)
     candidates = _candidates(context, model, tokenizer, splits)
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        _write_jsonl(folder / "samples.jsonl", samples)
-
-    context.telemetry.set_state("saving")
-    publish_model(context.output_dir, save)
+    publish_pretrained(context, model, tokenizer, {"samples.jsonl": samples})
     if candidates:
         _write_jsonl(context.output_dir / "candidates.jsonl", candidates)
     key = (
@@ -258,13 +252,7 @@ def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> Stage
     if not context.is_main:
         return StageResult(metrics, "")
     model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
-
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    context.telemetry.set_state("saving")
-    publish_model(context.output_dir, save)
+    publish_pretrained(context, model, tokenizer)
     key = (
         f"eval_accuracy={metrics['eval_accuracy']:.3f}"
         if "eval_accuracy" in metrics
