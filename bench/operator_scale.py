@@ -13,9 +13,10 @@ audit log can count its requests apart from everyone else's.
    operator's apiserver requests per job (audit log, by user; also the apiserver's
    ``apiserver_request_total`` delta for all clients, divided by the job count).
 2. Idle: more SFTJobs up to ``--idle-jobs`` (default 1000) in total, all their Jobs
-   created, nothing running; after ``--settle`` seconds, ``--idle-seconds`` (default 60)
-   of nothing: operator CPU seconds per minute, RSS at the end, its requests per minute
-   by verb and resource (what the recheck timer costs: RLHF_RECHECK_SECONDS, default 5).
+   created, nothing running; once every Job has its pod and ``--settle`` seconds more,
+   ``--idle-seconds`` (default 60) of nothing: operator CPU seconds per minute, RSS at
+   the end, its requests per minute by verb and resource (what the timers cost:
+   RLHF_RECHECK_SECONDS, default 5).
 Experiments, without touching operator code: ``--recheck`` sets RLHF_RECHECK_SECONDS;
 ``--max-workers N`` starts the operator through bench/operator_with_settings.py, which adds
 a Kopf startup handler setting ``settings.execution.max_workers``.
@@ -154,9 +155,13 @@ class Operator:
         command = [common.PYTHON]
         if args.cprofile:
             command += ["-m", "cProfile", "-o", str(folder / "operator.cprofile")]
-        if args.max_workers:
-            entry = [str(common.BENCH / "operator_with_settings.py"), "--max-workers"]
-            command += [*entry, str(args.max_workers)]
+        self.memory_profile = folder / "operator-memory.txt"
+        if args.max_workers or args.memory_profile:
+            command.append(str(common.BENCH / "operator_with_settings.py"))
+            if args.memory_profile:
+                command += ["--tracemalloc", str(self.memory_profile)]
+            if args.max_workers:
+                command += ["--max-workers", str(args.max_workers)]
         else:
             command += ["-m", "rlhf_operator.cli"]
         command += [
@@ -329,6 +334,26 @@ def create_jobs(api: Any, names: list[str], clients: int) -> dict[str, tuple[flo
     return times
 
 
+def wait_for_pods(api: Any, count: int, timeout: float) -> int:
+    """Wait until ``count`` training pods exist (one per Job); returns how many do."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    found = 0
+    while time.monotonic() < deadline:
+        reply = core.list_namespaced_pod(
+            NAMESPACE,
+            label_selector="app.kubernetes.io/managed-by=rlhf-operator",
+            _preload_content=False,
+        )
+        found = len(json.loads(reply.data).get("items") or [])
+        if found >= count:
+            break
+        time.sleep(2)
+    return found
+
+
 def phases(api: Any) -> dict[str, int]:
     from kubernetes import client as k8s
 
@@ -455,6 +480,22 @@ def profile(pid: int, seconds: int, folder: Path) -> dict[str, Any]:
     }
 
 
+def memory_profile(operator: Operator) -> str:
+    """Ask the traced operator for its live allocations (SIGUSR1) and print the top."""
+    operator.memory_profile.unlink(missing_ok=True)
+    operator.process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not operator.memory_profile.exists():
+        time.sleep(1)
+    time.sleep(2)  # let the write finish
+    if not operator.memory_profile.exists():
+        return "no memory profile written"
+    text = operator.memory_profile.read_text()
+    print("\noperator memory (tracemalloc, live at idle, biggest first):")
+    print("\n".join(text.splitlines()[:90]))
+    return text
+
+
 def _short(frame: str) -> str:
     """``function (path/to/module.py:line)`` -> ``function (module.py)``."""
     name, _, where = frame.partition(" (")
@@ -489,6 +530,11 @@ def main() -> int:
     )
     parser.add_argument("--profile", type=int, default=20, help="py-spy seconds at idle (0: no)")
     parser.add_argument("--cprofile", action="store_true", help="run the operator under cProfile")
+    parser.add_argument(
+        "--memory-profile",
+        action="store_true",
+        help="trace the operator's allocations (slows it) and print the biggest at idle",
+    )
     parser.add_argument("--no-audit", action="store_true", help="no apiserver audit log")
     parser.add_argument("--timeout", type=float, default=900, help="for all Jobs to appear")
     parser.add_argument("--workdir", help="logs, audit log, profiles (default: temp)")
@@ -591,6 +637,16 @@ def main() -> int:
                 f" {time.monotonic() - fill_began:.1f}s; settling {args.settle:.0f}s",
                 flush=True,
             )
+        # The controller-manager makes the Jobs' pods at its own pace (its client is
+        # rate-limited); each new pod rightly costs the operator a status write
+        # (status.pods). Idle starts once every Job has its pod.
+        settle_began = time.monotonic()
+        pods = wait_for_pods(api, idle_jobs, args.timeout)
+        print(
+            f"{pods} training pods exist after {time.monotonic() - settle_began:.1f}s;"
+            f" settling {args.settle:.0f}s",
+            flush=True,
+        )
         time.sleep(args.settle)
         start = operator.usage()
         idle_wall_began = time.time()
@@ -652,6 +708,8 @@ def main() -> int:
                 )
             )
         ]
+        if args.memory_profile:
+            document["memory_profile"] = memory_profile(operator)
         if args.profile > 0 and not args.cprofile:
             print(f"profiling the idle operator for {args.profile}s with py-spy", flush=True)
             document["profile"] = profile(operator.process.pid, args.profile, folder)

@@ -1,8 +1,16 @@
-"""Kopf handlers: thin. Each one reads the event, calls reconcile, and lets Kopf retry
-on API errors. All decisions live in chaining, status and resources."""
+"""Kopf handlers: thin. Each one picks the job an event concerns and calls reconcile.
+
+The operator is level-triggered: every event on a training job, its batch Job or its
+pods reconciles the job from what is (the cached world and the job's status), never
+from what changed. So Kopf keeps no state on our objects (no annotations, no
+finalizers), a missed event costs nothing but a timer tick, and a restarted operator
+simply reconciles everything it lists. Reads come from watch-backed indexes
+(`cache.py`); the API sees only writes and the rare read a cache cannot answer.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -10,20 +18,23 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import kube, metrics
+from . import cache, kube, metrics
 from .api import GROUP, KINDS, KINDS_BY_NAME, VERSION, KindInfo
-from .reconcile import dependents, reconcile
+from .reconcile import reconcile
 from .resources.names import MANAGED_BY
+from .serialize import OnePerKey
 from .settings import OperatorSettings
 from .status import TERMINAL_PHASES
 
 SETTINGS = OperatorSettings.from_environment()
+OURS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 log = logging.getLogger("rlhf_operator")
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Our status schema is strict: keep Kopf's own bookkeeping in annotations.
+    # Kopf records nothing on our objects today (no changing handlers, no finalizer);
+    # should it ever, annotations: our strict status schema refuses `status.kopf`.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rlhf.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="rlhf.dev", key="last-handled-configuration"
@@ -35,26 +46,43 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = SETTINGS.workers
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
-    kube.connect()
+    kube.connect(connections=SETTINGS.workers)
 
 
-def _reconcile_event(info: KindInfo, body: kopf.Body) -> None:
+ONE_AT_A_TIME = OnePerKey()
+
+
+def _reconcile(info: KindInfo, body: dict[str, Any], view: cache.ClusterView) -> str | None:
+    """Reconcile now, or fold into the reconcile of this job already running."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+
+    def work(rerun: bool) -> str | None:
+        current = view.training_job(info, namespace, name) if rerun else body
+        return _reconcile_once(info, current, view) if current is not None else None
+
+    return ONE_AT_A_TIME.run((info.kind, namespace, name), work)
+
+
+def _reconcile_once(info: KindInfo, body: dict[str, Any], view: cache.ClusterView) -> str | None:
     try:
-        phase = reconcile(info, dict(body), SETTINGS)
+        return reconcile(info, body, SETTINGS, view)
     except kube.Conflict as error:
         raise kopf.TemporaryError(f"{error} keeps changing; retrying", delay=1) from error
     except ApiException as error:
         raise kopf.TemporaryError(
             f"Kubernetes API: {error.status} {error.reason}", delay=5
         ) from error
-    if phase in TERMINAL_PHASES:
-        _wake_dependents(info, body)
 
 
-def _wake_dependents(info: KindInfo, body: kopf.Body) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    for dependent_info, dependent in dependents(namespace, info.kind, name):
-        reconcile(dependent_info, dependent, SETTINGS)
+def _wake_dependents(view: cache.ClusterView, kind: str, namespace: str, name: str) -> None:
+    """Jobs waiting for this one look again now, not at their next timer tick."""
+    for info, dependent_name in view.dependents(namespace, kind, name):
+        dependent = view.training_job(info, namespace, dependent_name)
+        if dependent is not None:
+            try:
+                _reconcile(info, dependent, view)
+            except kopf.TemporaryError as error:
+                log.warning("waking %s/%s: %s", info.kind, dependent_name, error)
 
 
 def _running(status: kopf.Status, **_: Any) -> bool:
@@ -67,27 +95,39 @@ def _idle(status: kopf.Status, **_: Any) -> bool:
 
 SAFETY_NET_FACTOR = 6
 """Waiting, pending and suspended jobs change on events (their upstream ends, their Job
-or pods change, their spec is edited); their timer is only a safety net, so it runs
-this many times less often than the progress poll of running jobs."""
+or pods change, their spec is edited); their timer is only a safety net (and the retry
+of a reconcile that failed), so it runs this many times less often than the progress
+poll of running jobs."""
 
 
 def _register(info: KindInfo) -> None:
     resource = (GROUP, VERSION, info.plural)
 
-    def on_change(body: kopf.Body, **_: Any) -> None:
-        _reconcile_event(info, body)
+    async def index_job(body: kopf.Body, namespace: str, name: str, **_: Any) -> Any:
+        return {(namespace, name): cache.trim_training_job(body)}
 
-    def on_timer(body: kopf.Body, **_: Any) -> None:
-        _reconcile_event(info, body)
+    async def index_dependent(body: kopf.Body, name: str, **_: Any) -> Any:
+        return {key: name for key in cache.upstream_keys(body)}
 
-    def on_delete(body: kopf.Body, **_: Any) -> None:
-        metrics.record_phase(
-            info.kind, body["metadata"]["namespace"], body["metadata"]["name"], None
-        )
+    def on_event(type: str | None, body: kopf.Body, **indexes: Any) -> None:
+        view = cache.view_from_indexes(indexes)
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        if type == "DELETED":
+            metrics.record_phase(info.kind, namespace, name, None)
+            _wake_dependents(view, info.kind, namespace, name)
+            return
+        _reconcile(info, dict(body), view)
+        # Dependents read this job from the index, which holds this event's body: wake
+        # them when it shows the end (the reconcile that wrote it ran on an older one).
+        if type == "ADDED" or (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            _wake_dependents(view, info.kind, namespace, name)
 
-    kopf.on.resume(*resource, id=f"{info.stage}-resume")(on_change)
-    kopf.on.create(*resource, id=f"{info.stage}-create")(on_change)
-    kopf.on.update(*resource, id=f"{info.stage}-update", field="spec")(on_change)
+    def on_timer(body: kopf.Body, **indexes: Any) -> None:
+        _reconcile(info, dict(body), cache.view_from_indexes(indexes))
+
+    kopf.index(*resource, id=cache.training_jobs_index(info))(index_job)
+    kopf.index(*resource, id=cache.dependents_index(info))(index_dependent)
+    kopf.on.event(*resource, id=f"{info.stage}-event")(on_event)
     kopf.timer(
         *resource,
         id=f"{info.stage}-progress",
@@ -102,23 +142,76 @@ def _register(info: KindInfo) -> None:
         initial_delay=SETTINGS.recheck_seconds,
         when=_idle,
     )(on_timer)
-    kopf.on.delete(*resource, id=f"{info.stage}-forget", optional=True)(on_delete)
 
 
 for _info in KINDS:
     _register(_info)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def on_batch_job(body: kopf.Body, **_: Any) -> None:
-    """A training Job changed (started, finished): update its owner at once."""
+TIMER_IDS = tuple(f"{info.stage}-" for info in KINDS)
+
+
+def _timers_without_finalizer(registry: kopf.OperatorRegistry) -> bool:
+    """Kopf puts a finalizer on every object with a timer, to stop the timer before the
+    object goes. Ours need no goodbye (a reconcile of a deleted job meets a 404 and
+    stops), and the finalizer costs: two more writes per job (at 500 jobs at once about
+    half of Kopf's were refused with a 422, racing our status writes) and, once the
+    operator is uninstalled, jobs that hang in Terminating forever.
+
+    Kopf has no public switch for this, so it is flipped on our timer handlers; if a
+    Kopf release moves the internals, timers keep their finalizer and a warning says so
+    (tests/cluster/test_operator.py checks that jobs carry no finalizer).
+    Kopf also removes the finalizer it added to existing jobs in older releases.
+    """
+    spawning = getattr(registry, "_spawning", None)
+    handlers = getattr(spawning, "_handlers", None)
+    if not isinstance(handlers, list):
+        log.warning("this Kopf release keeps a finalizer on every job (timers)")
+        return False
+    handlers[:] = [
+        dataclasses.replace(handler, requires_finalizer=False)
+        if getattr(handler, "requires_finalizer", None) and handler.id.startswith(TIMER_IDS)
+        else handler
+        for handler in handlers
+    ]
+    return True
+
+
+_timers_without_finalizer(kopf.get_default_registry())
+
+
+@kopf.index("batch", "v1", "jobs", labels=OURS, id=cache.BATCH_JOBS_INDEX)
+async def index_batch_job(body: kopf.Body, namespace: str, name: str, **_: Any) -> Any:
+    return {(namespace, name): cache.trim_batch_job(body)}
+
+
+@kopf.index("v1", "pods", labels=OURS, id=cache.PODS_INDEX)
+async def index_pod(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> Any:
+    job_name = labels.get(cache.JOB_NAME_LABEL)
+    return {(namespace, job_name): cache.trim_pod(body)} if job_name else None
+
+
+def _reconcile_owner(body: kopf.Body, indexes: dict[str, Any]) -> None:
+    """A child changed (a Job started or ended, a pod ran or exited): update its owner."""
     labels = body["metadata"].get("labels") or {}
     info = KINDS_BY_NAME.get(labels.get("rlhf.dev/kind", ""))
     if info is None:
         return
-    owner = kube.get_job(info, body["metadata"]["namespace"], labels.get("rlhf.dev/job", ""))
-    if owner is not None and (owner.get("status") or {}).get("phase") not in TERMINAL_PHASES:
-        try:
-            _reconcile_event(info, owner)  # type: ignore[arg-type]
-        except kopf.TemporaryError:
-            pass  # the owner's own timer retries
+    view = cache.view_from_indexes(indexes)
+    owner = view.training_job(info, body["metadata"]["namespace"], labels.get("rlhf.dev/job", ""))
+    if owner is None or (owner.get("status") or {}).get("phase") in TERMINAL_PHASES:
+        return
+    try:
+        _reconcile(info, owner, view)
+    except kopf.TemporaryError as error:
+        log.warning("updating %s/%s: %s", info.kind, owner["metadata"]["name"], error)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OURS)
+def on_batch_job(body: kopf.Body, **indexes: Any) -> None:
+    _reconcile_owner(body, indexes)
+
+
+@kopf.on.event("v1", "pods", labels=OURS)
+def on_pod(body: kopf.Body, **indexes: Any) -> None:
+    _reconcile_owner(body, indexes)

@@ -7,6 +7,7 @@ import json
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -16,14 +17,20 @@ from .api import GROUP, VERSION, KindInfo
 _api: client.ApiClient | None = None
 
 
-def connect() -> None:
-    """In a pod: its ServiceAccount; elsewhere: the kubeconfig (KUBECONFIG)."""
+def connect(connections: int = 10) -> None:
+    """In a pod: its ServiceAccount; elsewhere: the kubeconfig (KUBECONFIG).
+
+    ``connections``: kept-alive connections to the apiserver; one per reconcile thread,
+    or each thread beyond the pool opens (and TLS-handshakes) a new one per request.
+    """
     global _api
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    _api = client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    _api = client.ApiClient(configuration)
 
 
 def api() -> client.ApiClient:
@@ -33,21 +40,68 @@ def api() -> client.ApiClient:
     return _api
 
 
-def core() -> client.CoreV1Api:
-    return client.CoreV1Api(api())
+REQUEST_TIMEOUT = (5, 30)
+"""(connect, read) seconds: a hung apiserver call must not hold a reconcile thread."""
+
+MERGE_PATCH = "application/merge-patch+json"
+
+_COLLECTIONS = {
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+    "Service": "/api/v1/namespaces/{namespace}/services",
+    "Event": "/api/v1/namespaces/{namespace}/events",
+    "Pod": "/api/v1/namespaces/{namespace}/pods",
+    "Job": "/apis/batch/v1/namespaces/{namespace}/jobs",
+}
 
 
-def batch() -> client.BatchV1Api:
-    return client.BatchV1Api(api())
+def request(
+    method: str,
+    path: str,
+    body: Any = None,
+    query: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
+    """One API call with plain JSON in and out; a non-2xx answer raises ApiException.
+
+    The client's typed API classes are not used: importing CoreV1Api and BatchV1Api
+    costs ~25 MB of operator memory, and turning every reply into model objects and
+    back into dicts was most of the operator's CPU on a large cluster
+    (bench/operator_scale.py). Authentication, TLS and token refresh are the client's.
+    """
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    serialized = api().param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list((query or {}).items()),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    reply = api().call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+    data = reply.read() or b""
+    if not 200 <= reply.status <= 299:
+        raise ApiException.from_response(
+            http_resp=reply, body=data.decode("utf-8", "replace"), data=None
+        )
+    document = json.loads(data) if data else {}
+    return document if isinstance(document, dict) else {}
 
 
-def custom() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api())
+def _custom_path(info: KindInfo, namespace: str, name: str = "") -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{info.plural}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+def _collection(kind: str, namespace: str) -> str:
+    return _COLLECTIONS[kind].format(namespace=quote(namespace))
 
 
 def get_job(info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return custom().get_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name)  # type: ignore[no-any-return]
+        return request("GET", _custom_path(info, namespace, name))
     except ApiException as error:
         if error.status == 404:
             return None
@@ -55,8 +109,7 @@ def get_job(info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
 
 
 def list_jobs(info: KindInfo, namespace: str) -> list[dict[str, Any]]:
-    found = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural)
-    return list(found.get("items", []))
+    return list(request("GET", _custom_path(info, namespace)).get("items") or [])
 
 
 class Conflict(Exception):
@@ -69,58 +122,48 @@ def patch_status(
     name: str,
     status: dict[str, Any],
     resource_version: str | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Write status; with ``resource_version`` only if nobody wrote in between.
 
     The precondition keeps concurrent reconciles (a timer, a Job event) from writing an
     older view over a newer one, and makes each phase change (and its Event) happen once.
+    Returns the object as written (None: it was deleted meanwhile).
     """
     patch: dict[str, Any] = {"status": status}
     if resource_version:
         patch["metadata"] = {"resourceVersion": resource_version}
     try:
-        custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, info.plural, name, patch
-        )
+        path = _custom_path(info, namespace, name) + "/status"
+        return request("PATCH", path, patch, content_type=MERGE_PATCH)
     except ApiException as error:
         if error.status == 409:
             raise Conflict(name) from error
         if error.status != 404:  # deleted meanwhile: nothing to report on
             raise
+    return None
 
 
 def get_batch_job(namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        job = batch().read_namespaced_job(name, namespace)
+        return request("GET", f"{_collection('Job', namespace)}/{quote(name)}")
     except ApiException as error:
         if error.status == 404:
             return None
         raise
-    return api().sanitize_for_serialization(job)  # type: ignore[no-any-return]
 
 
 def list_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
-    pods = core().list_namespaced_pod(
-        namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
-    )
-    return [api().sanitize_for_serialization(pod) for pod in pods.items]
+    query = {"labelSelector": f"batch.kubernetes.io/job-name={job_name}"}
+    return list(request("GET", _collection("Pod", namespace), query=query).get("items") or [])
 
 
 def create(body: dict[str, Any]) -> bool:
     """Create an object; False when it already exists (another reconcile was first)."""
-    namespace = body["metadata"]["namespace"]
     kind = body["kind"]
+    if kind not in _COLLECTIONS or kind in ("Pod", "Event"):
+        raise ValueError(f"cannot create {kind}")
     try:
-        if kind == "ConfigMap":
-            core().create_namespaced_config_map(namespace, body)
-        elif kind == "PersistentVolumeClaim":
-            core().create_namespaced_persistent_volume_claim(namespace, body)
-        elif kind == "Service":
-            core().create_namespaced_service(namespace, body)
-        elif kind == "Job":
-            batch().create_namespaced_job(namespace, body)
-        else:
-            raise ValueError(f"cannot create {kind}")
+        request("POST", _collection(kind, body["metadata"]["namespace"]), body)
     except ApiException as error:
         if error.status == 409:
             return False
@@ -130,7 +173,8 @@ def create(body: dict[str, Any]) -> bool:
 
 def patch_batch_job(namespace: str, name: str, patch: dict[str, Any]) -> None:
     try:
-        batch().patch_namespaced_job(name, namespace, patch)
+        path = f"{_collection('Job', namespace)}/{quote(name)}"
+        request("PATCH", path, patch, content_type=MERGE_PATCH)
     except ApiException as error:
         if error.status != 404:
             raise
@@ -165,8 +209,8 @@ def post_event(
         "count": 1,
     }
     try:
-        core().create_namespaced_event(metadata["namespace"], event)
-    except ApiException:
+        request("POST", _collection("Event", metadata["namespace"]), event)
+    except (ApiException, OSError, ValueError):
         pass  # events are best effort: never fail a reconcile over one
 
 

@@ -17,26 +17,36 @@ from kubernetes.client.exceptions import ApiException
 from . import kube, metrics
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .api.trainer_config import OUTPUT_DIR, TERMINATION_MESSAGE_PATH
+from .cache import ClusterView
 from .chaining import Decision, decide
 from .inputs import trainer_config, upstreams
 from .resources import batch_job, child_names, config_map, headless_service, output_claim
 from .resources.job import input_paths
+from .serialize import WrittenStatus
 from .settings import OperatorSettings
 from .status import TERMINAL_PHASES, observe, set_condition
 
 log = logging.getLogger("rlhf_operator")
 
+WRITTEN = WrittenStatus()
+"""Our last status write per job, until the watch delivers it (see serialize.py)."""
 
-def reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings) -> str | None:
+
+def reconcile(
+    info: KindInfo, body: dict[str, Any], settings: OperatorSettings, view: ClusterView
+) -> str | None:
     """Bring one job a step closer to done; returns its phase."""
     started = time.monotonic()
     metadata = body["metadata"]
+    key = (info.kind, metadata["namespace"], metadata["name"])
+    body = WRITTEN.freshest(key, body)
     try:
         for _ in range(5):
             try:
-                phase = _reconcile(info, body, settings)
+                phase = _reconcile(info, body, settings, view)
                 break
             except kube.Conflict:
+                WRITTEN.forget(key)
                 fresh = kube.get_job(info, metadata["namespace"], metadata["name"])
                 if fresh is None:
                     return None
@@ -52,7 +62,9 @@ def reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings) 
     return phase
 
 
-def _reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings) -> str | None:
+def _reconcile(
+    info: KindInfo, body: dict[str, Any], settings: OperatorSettings, view: ClusterView
+) -> str | None:
     namespace = body["metadata"]["namespace"]
     previous = dict(body.get("status") or {})
     if previous.get("phase") in TERMINAL_PHASES and previous.get("observedGeneration") == body[
@@ -65,11 +77,15 @@ def _reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings)
         return _refuse(info, body, previous, error)
 
     names = child_names(job)
-    # Before the first Job exists the status names none: skip the read, create directly
-    # (a 409 then says it exists after all, e.g. after a restart mid-reconcile).
-    found_job = kube.get_batch_job(namespace, names.job) if previous.get("jobName") else None
+    found_job = view.batch_job(namespace, names.job)
+    if found_job is None and view.cached and previous.get("jobName"):
+        # Created a moment ago, and the watch has not brought it yet.
+        found_job = kube.get_batch_job(namespace, names.job)
     if found_job is None:
-        found = {u: kube.get_job(KINDS_BY_NAME[u.kind], namespace, u.name) for u in upstreams(job)}
+        # Nothing to read first: create straight away (a 409 says it exists after all).
+        found = {
+            u: view.training_job(KINDS_BY_NAME[u.kind], namespace, u.name) for u in upstreams(job)
+        }
         decision = decide(job, found)
         if decision.readiness == "ready":
             found_job = _create_children(job, decision, settings)
@@ -80,17 +96,18 @@ def _reconcile(info: KindInfo, body: dict[str, Any], settings: OperatorSettings)
     else:
         decision = Decision("ready")
         _sync_mutable_fields(job, found_job)
-    pods = kube.list_pods(namespace, names.job) if found_job is not None else []
+    pods = view.pods_of(namespace, names.job) if found_job is not None else []
     progress = _progress(pods, settings)
     observation = observe(job, previous, decision, found_job, pods, progress)
     if observation.status != previous:
-        kube.patch_status(
+        written = kube.patch_status(
             info,
             namespace,
             job.metadata.name,
             observation.status,
             resource_version=body["metadata"].get("resourceVersion"),
         )
+        WRITTEN.remember((info.kind, namespace, job.metadata.name), written)
     for event_type, reason, message in observation.events:
         kube.post_event(info, body, event_type, reason, message)
     phase = observation.status.get("phase")
@@ -198,7 +215,9 @@ def _refuse(
         "observedGeneration": generation,
     }
     if status != previous:
-        kube.patch_status(info, body["metadata"]["namespace"], body["metadata"]["name"], status)
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        written = kube.patch_status(info, namespace, name, status)
+        WRITTEN.remember((info.kind, namespace, name), written)
         kube.post_event(info, body, "Warning", "InvalidSpec", message)
     return "Failed"
 
@@ -219,19 +238,3 @@ def _record_end(info: KindInfo, status: dict[str, Any]) -> None:
 
 def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-def dependents(namespace: str, kind: str, name: str) -> list[tuple[KindInfo, dict[str, Any]]]:
-    """Jobs in the namespace that read from this one (woken when it ends)."""
-    found = []
-    for info in KINDS_BY_NAME.values():
-        for body in kube.list_jobs(info, namespace):
-            if (body.get("status") or {}).get("phase") not in (None, "Waiting", "Pending"):
-                continue
-            try:
-                job = parse_manifest(body)
-            except ManifestError:
-                continue
-            if any(u.kind == kind and u.name == name for u in upstreams(job)):
-                found.append((info, body))
-    return found

@@ -81,6 +81,14 @@ def test_smoke_pipeline_runs_in_order_through_the_real_trainer(pipeline) -> None
         succeeded = next(c for c in status["conditions"] if c["type"] == "Succeeded")
         assert succeeded["status"] == "True"
     assert reward["status"]["metrics"]["eval_accuracy"] >= 0.9
+    # Kopf keeps no state on the jobs: no finalizer to hang deletion once the operator
+    # is gone, no bookkeeping annotations (the operator is level-triggered).
+    for body in (sft, reward, ppo):
+        assert not body["metadata"].get("finalizers"), body["metadata"]
+        assert not any(
+            "kopf" in key or key.startswith("rlhf.dev/")
+            for key in body["metadata"].get("annotations") or {}
+        ), body["metadata"]
 
     # The PPO pod read the SFT and RM outputs through read-only mounts of their claims.
     ppo_job = pipeline.get("job.batch", "smoke-ppo-ppo")

@@ -78,10 +78,10 @@ watches all namespaces, in a Role per namespace otherwise. No wildcards; no Secr
 pods/exec; no deletes (owner references let the garbage collector remove children).
 */}}
 {{- define "rlhf-operator.namespacedRules" -}}
-# The three job kinds. list/watch: Kopf's watch streams (create/resume/update/timer
-# handlers). get: the operator reads a job and the upstream jobs its fromJob points at.
-# patch: Kopf keeps its handler progress and last-handled spec in annotations (and adds
-# or removes its finalizer) on the object itself.
+# The three job kinds. list/watch: Kopf's watch streams (event handlers, timers, and the
+# in-memory index the operator reads jobs and their upstreams from). get: a fresh read
+# after a status write lost a race (409). patch: Kopf removes the finalizer and
+# annotations earlier versions of this operator kept on jobs; it writes nothing else.
 - apiGroups: ["rlhf.dev"]
   resources: ["sftjobs", "rewardmodeljobs", "ppojobs"]
   verbs: ["get", "list", "watch", "patch"]
@@ -102,17 +102,19 @@ pods/exec; no deletes (owner references let the garbage collector remove childre
 - apiGroups: [""]
   resources: ["configmaps", "persistentvolumeclaims", "services"]
   verbs: ["get", "create"]
-# The training Job. create: start it; get: follow it; patch: suspend/resume and
-# run-policy changes; list/watch: Kopf's event handler on the operator's Jobs wakes the
-# owning job at once when its Job starts or finishes.
+# The training Job. create: start it; patch: suspend/resume and run-policy changes;
+# list/watch: the in-memory index the operator reads Jobs from, whose events also wake
+# the owning job at once when its Job starts or finishes; get: a Job created a moment
+# ago that the watch has not brought yet.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Training pods: their phase, IP (to read the trainer's /progress) and termination
-# message (final metrics, error reason). Read-only: no create, no exec, no logs.
+# Training pods (only the operator's, by label): their phase, IP (to read the trainer's
+# /progress) and termination message (final metrics, error reason), kept in an
+# in-memory index fed by one watch. Read-only: no get, create, exec or logs.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # Events on the jobs (kubectl describe): posted by the operator and by Kopf.
 - apiGroups: [""]
   resources: ["events"]

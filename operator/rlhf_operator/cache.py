@@ -1,0 +1,230 @@
+"""What the operator knows of the cluster without asking: watch-backed views.
+
+Kopf indexes (one watch per kind) keep the batch Jobs and pods the operator made, and
+the training jobs themselves, in memory. A reconcile reads them instead of calling the
+API, which on a cluster with a thousand jobs is most of what the operator would
+otherwise send (bench/operator_scale.py: `get jobs` and `list pods` were ~90% of its
+idle requests). Only the fields a reconcile reads are kept, so a thousand cached jobs
+cost a few megabytes, not the hundreds a full copy with `managedFields` would.
+
+A view may lag the cluster by one event. Every reader tolerates that: a Job missing from
+the view right after it was created is read from the API, status writes carry a
+resourceVersion precondition (a stale body gets a 409 and a fresh read), and creating a
+child that exists already is a no-op (409).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import kube
+from .api import KINDS, KINDS_BY_NAME, KindInfo, ManifestError, parse_manifest
+from .inputs import upstreams
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+Key = tuple[str, ...]
+Lookup = Mapping[Any, Iterable[Any]]
+"""A Kopf index: key -> the values of every object filed under it."""
+
+DEPENDENT_PHASES = (None, "Waiting", "Pending")
+"""Phases in which a job may still wait for an upstream (and so must be woken)."""
+
+
+def trim_batch_job(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a batch Job that status observation and spec syncing read."""
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
+        },
+        "spec": {
+            key: spec[key]
+            for key in ("suspend", "activeDeadlineSeconds", "parallelism")
+            if key in spec
+        },
+        "status": _plain(body.get("status") or {}),
+    }
+
+
+def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a training pod that status observation reads: phase, address, exits."""
+    metadata = body.get("metadata") or {}
+    status = body.get("status") or {}
+    annotations = metadata.get("annotations") or {}
+    containers = []
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        containers.append(
+            {
+                "name": container.get("name"),
+                "restartCount": container.get("restartCount", 0),
+                "state": {"terminated": _plain(terminated)} if terminated else {},
+            }
+        )
+    trimmed: dict[str, Any] = {
+        "metadata": {
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "creationTimestamp": metadata.get("creationTimestamp"),
+            "annotations": (
+                {COMPLETION_INDEX: annotations[COMPLETION_INDEX]}
+                if COMPLETION_INDEX in annotations
+                else {}
+            ),
+        },
+        "status": {"phase": status.get("phase"), "containerStatuses": containers},
+    }
+    if status.get("podIP"):
+        trimmed["status"]["podIP"] = status["podIP"]
+    return trimmed
+
+
+def trim_training_job(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A training job as the API returns it, less what no reconcile reads.
+
+    `managedFields` and kubectl's last-applied copy of the manifest are most of a small
+    object's size; everything the models parse stays.
+    """
+    metadata = dict(body.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    annotations = {
+        key: value
+        for key, value in (metadata.get("annotations") or {}).items()
+        if key != LAST_APPLIED
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    trimmed = {key: _plain(value) for key, value in body.items() if key != "metadata"}
+    trimmed["metadata"] = _plain(metadata)
+    return trimmed
+
+
+def upstream_keys(body: Mapping[str, Any]) -> list[Key]:
+    """(namespace, kind, name) of each job this one still waits for; none once it started.
+
+    A job that has started (or ended) never waits again, so it leaves the dependents
+    index; a spec the models refuse has no upstreams to wait for.
+    """
+    if (body.get("status") or {}).get("phase") not in DEPENDENT_PHASES:
+        return []
+    try:
+        job = parse_manifest(body)
+    except ManifestError:
+        return []
+    namespace = job.metadata.namespace or ""
+    return [(namespace, upstream.kind, upstream.name) for upstream in upstreams(job)]
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy in plain dicts and lists (Kopf hands out read-only mapping views)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _values(lookup: Lookup | None, key: Any) -> list[Any]:
+    """Copy one index entry; the event loop may change it while a handler thread reads."""
+    if lookup is None:
+        return []
+    for _ in range(5):
+        try:
+            return list(lookup[key]) if key in lookup else []
+        except (KeyError, RuntimeError):  # emptied or resized while we read
+            continue
+    return []
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The cached objects one reconcile may read.
+
+    Built per handler call from the index keyword arguments Kopf passes to every
+    handler; ``uncached()`` is the same view reading the API (for tools and tests).
+    """
+
+    batch_jobs: Lookup | None = None
+    pods: Lookup | None = None
+    training_jobs: Mapping[str, Lookup] = field(default_factory=dict)
+    dependents_by_kind: Mapping[str, Lookup] = field(default_factory=dict)
+
+    @property
+    def cached(self) -> bool:
+        return self.batch_jobs is not None
+
+    def batch_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job as last seen; None when the watch has not seen it (yet)."""
+        if not self.cached:
+            return kube.get_batch_job(namespace, name)
+        found = _values(self.batch_jobs, (namespace, name))
+        return dict(found[0]) if found else None
+
+    def pods_of(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        if self.pods is None:
+            return kube.list_pods(namespace, job_name)
+        return [dict(pod) for pod in _values(self.pods, (namespace, job_name))]
+
+    def training_job(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
+        """A training job as last seen (it may be one event behind; see the module doc)."""
+        if info.kind not in self.training_jobs:
+            return kube.get_job(info, namespace, name)
+        found = _values(self.training_jobs[info.kind], (namespace, name))
+        return dict(found[0]) if found else None
+
+    def dependents(self, namespace: str, kind: str, name: str) -> list[tuple[KindInfo, str]]:
+        """The jobs still waiting for this one, as (kind, name)."""
+        if not self.dependents_by_kind:
+            return _listed_dependents(namespace, kind, name)
+        found = set()
+        for info in KINDS:
+            for dependent in _values(
+                self.dependents_by_kind.get(info.kind), (namespace, kind, name)
+            ):
+                found.add((info.kind, dependent))
+        return [(KINDS_BY_NAME[k], n) for k, n in sorted(found)]
+
+
+def uncached() -> ClusterView:
+    return ClusterView()
+
+
+def _listed_dependents(namespace: str, kind: str, name: str) -> list[tuple[KindInfo, str]]:
+    found = []
+    for info in KINDS:
+        for body in kube.list_jobs(info, namespace):
+            if (namespace, kind, name) in upstream_keys(body):
+                found.append((info, body["metadata"]["name"]))
+    return found
+
+
+BATCH_JOBS_INDEX = "rlhf_batch_jobs"
+PODS_INDEX = "rlhf_pods"
+
+
+def training_jobs_index(info: KindInfo) -> str:
+    return f"rlhf_{info.stage}_jobs"
+
+
+def dependents_index(info: KindInfo) -> str:
+    return f"rlhf_{info.stage}_dependents"
+
+
+def view_from_indexes(indexes: Mapping[str, Any]) -> ClusterView:
+    """A view over the indexes Kopf passes to every handler as keyword arguments."""
+    return ClusterView(
+        batch_jobs=indexes[BATCH_JOBS_INDEX],
+        pods=indexes[PODS_INDEX],
+        training_jobs={info.kind: indexes[training_jobs_index(info)] for info in KINDS},
+        dependents_by_kind={info.kind: indexes[dependents_index(info)] for info in KINDS},
+    )
