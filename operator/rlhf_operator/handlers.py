@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import cache, kube, metrics
 from .api import GROUP, KINDS, KINDS_BY_NAME, VERSION, KindInfo
-from .reconcile import reconcile
+from .reconcile import WRITTEN, reconcile
 from .resources.names import MANAGED_BY
 from .serialize import OnePerKey
 from .settings import OperatorSettings
@@ -114,6 +114,7 @@ def _register(info: KindInfo) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         if type == "DELETED":
             metrics.record_phase(info.kind, namespace, name, None)
+            WRITTEN.forget((info.kind, namespace, name))
             _wake_dependents(view, info.kind, namespace, name)
             return
         _reconcile(info, dict(body), view)

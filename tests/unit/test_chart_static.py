@@ -503,7 +503,7 @@ NAMESPACED_RULES = {
     ("", "persistentvolumeclaims"): {"get", "create"},
     ("", "services"): {"get", "create"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods"): {"list", "watch"},
     ("", "events"): {"create", "patch"},
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
