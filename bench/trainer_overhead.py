@@ -14,7 +14,7 @@ on CPU, no evaluation and no generated samples.
 Each side reports, from one clock started on the first line of the Python process
 (ours: bench/timed_trainer.py; plain: the script): the time until ``train()`` begins
 (imports, config, data, tokenization, model), ``train()`` itself, and what follows it
-(saving the model; ours also writes metrics.json and the HTML/PNG report), plus the
+(saving the model; ours also writes metrics.json and the HTML report with SVG curves), plus the
 process wall time seen from outside (interpreter start included) and, for ours, the
 ``seconds`` of metrics.json (run_stage's clock: after imports, before the report).
 Runs alternate the order (ours first on even runs); medians over ``--runs``. Every

@@ -90,4 +90,4 @@ def test_ppo_raises_the_reward_model_score_and_beats_the_sft_policy(write_config
     ]
     assert len(samples) == 32 and {"policy", "reference"} <= set(samples[0])
     assert (ppo_output / "model" / "COMPLETE").exists()
-    assert (ppo_output / "plots" / "objective_scores.png").exists()
+    assert (ppo_output / "plots" / "objective_scores.svg").exists()

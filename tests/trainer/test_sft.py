@@ -42,7 +42,7 @@ def test_causal_lm_learns_and_publishes_a_complete_model(write_config) -> None:
     assert len(samples) == 3 and all(s["prompt"].startswith("Review of") for s in samples)
     # Greedy decoding after training continues a review in the learnt form.
     assert any(" was " in s["completion"] for s in samples)
-    assert (output / "report.html").exists() and (output / "plots" / "loss.png").exists()
+    assert (output / "report.html").exists() and (output / "plots" / "loss.svg").exists()
     termination = json.loads(config.with_name("run.termination").read_text())
     assert termination["keyMetric"].startswith("eval_loss=")
 

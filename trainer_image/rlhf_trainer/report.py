@@ -1,4 +1,4 @@
-"""A self-contained report in the output folder: PNG curves and report.html."""
+"""A self-contained report in the output folder: SVG curves and report.html."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import html
 import json
 from pathlib import Path
 from typing import Any
+
+from .charts import line_chart
 
 # Figures worth a curve, in the order they are drawn; anything else logged is listed.
 CURVES = (
@@ -26,27 +28,15 @@ CURVES = (
 
 
 def plot_curves(history: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]:
-    """One PNG per figure that was logged at least twice; returns (file name, title)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One SVG per figure that was logged at least twice; returns (file name, title)."""
     folder.mkdir(parents=True, exist_ok=True)
     drawn = []
     for key, title in CURVES:
         points = [(row["step"], row[key]) for row in history if key in row]
         if len(points) < 2:
             continue
-        figure, axes = plt.subplots(figsize=(5, 3), dpi=100)
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker=".")
-        axes.set_title(title)
-        axes.set_xlabel("step")
-        axes.grid(alpha=0.3)
-        name = key.replace("/", "_") + ".png"
-        figure.tight_layout()
-        figure.savefig(folder / name)
-        plt.close(figure)
+        name = key.replace("/", "_") + ".svg"
+        (folder / name).write_text(line_chart(points, title))
         drawn.append((name, title))
     return drawn
 

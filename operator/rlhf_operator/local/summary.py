@@ -80,7 +80,7 @@ def write_report(workdir: Path, outcomes: list[Outcome]) -> Path:
             f"<p>{html.escape(key_figures(outcome))} &middot;"
             f" <a href='{folder}/report.html'>stage report</a></p>"
         )
-        for plot in sorted((outcome.folder / "plots").glob("*.png")):
+        for plot in sorted((outcome.folder / "plots").glob("*.svg")):
             parts.append(
                 f"<img src='{folder}/plots/{plot.name}' alt='{html.escape(plot.stem)}' width='360'>"
             )

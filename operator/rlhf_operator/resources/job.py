@@ -174,7 +174,6 @@ def _environment(job: TrainingJob) -> list[dict[str, Any]]:
         {"name": "HOME", "value": "/tmp"},
         {"name": "HF_HOME", "value": "/cache/huggingface"},
         {"name": "TRITON_CACHE_DIR", "value": "/cache/triton"},
-        {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
     if job.spec.resources.nodes > 1:
