@@ -289,6 +289,36 @@ def test_deleting_a_job_removes_its_children_unless_the_output_is_retained(pipel
     assert "job.batch/kept-sft" not in remaining and "configmap/kept-sft-config" not in remaining
 
 
+def test_jobs_carry_no_finalizer_so_they_delete_without_the_operator(pipeline) -> None:
+    # A job from an earlier version of the operator still carries Kopf's finalizer and
+    # bookkeeping annotation: the operator removes the finalizer.
+    old = _smoke("sftjob")
+    old["metadata"]["name"] = "from-old-operator"
+    old["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
+    old["spec"]["runPolicy"] = {**old["spec"].get("runPolicy", {}), "suspend": True}
+    pipeline.apply(old)
+    pipeline.wait_for(
+        "sftjob",
+        "from-old-operator",
+        lambda body: not body["metadata"].get("finalizers"),
+        60,
+        "the old finalizer to be removed",
+    )
+    # With the operator stopped, deleting a job still completes (nothing waits for it).
+    fresh = _smoke("sftjob")
+    fresh["metadata"]["name"] = "deleted-while-down"
+    fresh["spec"]["runPolicy"] = {**fresh["spec"].get("runPolicy", {}), "suspend": True}
+    pipeline.apply(fresh)
+    pipeline.wait_for_phase("sftjob", "deleted-while-down", "Suspended", 60)
+    pipeline.operator.stop()
+    deleted = pipeline.kubectl(
+        "delete", "sftjob", "deleted-while-down", "from-old-operator", "--timeout=30s"
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert pipeline.get("sftjob", "deleted-while-down") is None
+    pipeline.operator.start()
+
+
 def test_queue_name_hands_the_job_to_kueue(pipeline) -> None:
     queued = _smoke("sftjob")
     queued["spec"]["queueName"] = "team-a"
