@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -145,24 +146,26 @@ def run_job(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         view = ProgressView(name, out)
-        interrupted = False
-        while True:
-            try:
-                code = process.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                view.update(_read_progress(port))
-            except KeyboardInterrupt:
-                if not interrupted:
-                    interrupted = True
-                    print(
-                        f"\n{name}: stopping after a checkpoint (Ctrl-C again to abort)",
-                        file=out,
-                        flush=True,
-                    )
-                    process.send_signal(signal.SIGTERM)
-                else:
-                    process.kill()
+        with CtrlC() as presses:
+            forwarded = 0
+            while True:
+                try:
+                    code = process.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    view.update(_read_progress(port))
+                if presses.count > forwarded:
+                    forwarded = presses.count
+                    if forwarded == 1:
+                        print(
+                            f"\n{name}: stopping after a checkpoint (Ctrl-C again to abort)",
+                            file=out,
+                            flush=True,
+                        )
+                        process.send_signal(signal.SIGTERM)
+                    else:
+                        process.kill()
+            interrupted = presses.count > 0
         view.finish()
     seconds = time.monotonic() - started
     summary = _summary(folder)
@@ -171,6 +174,31 @@ def run_job(
     status = "interrupted" if code == EXIT_INTERRUPTED or interrupted else "failed"
     summary = summary or {"error": _last_error(folder / "trainer.log")}
     return Outcome(job, folder, status, seconds, summary, code)
+
+
+class CtrlC:
+    """Counts Ctrl-C presses (SIGINT) while a trainer runs, instead of raising.
+
+    A KeyboardInterrupt can land anywhere, including inside a finalizer, where Python
+    drops it ("Exception ignored"): a press was once lost that way and training ran on.
+    A counter read by the wait loop cannot be lost.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: Any = None
+
+    def _pressed(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():  # where signals land
+            self._previous = signal.signal(signal.SIGINT, self._pressed)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _read_progress(port: int) -> dict[str, Any] | None:
