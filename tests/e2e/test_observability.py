@@ -108,9 +108,15 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
     try:
         pipeline = Pipeline(crds_installed, namespace, executor, operator, tmp_path)
         started = time.time()
+        # Long enough that several 500 ms scrapes land while each one trains (the smoke
+        # reward model's 60 steps once finished between two scrapes on an idle machine).
+        sft = yaml.safe_load((SMOKE / "sftjob.yaml").read_text())
+        sft["spec"]["training"]["maxSteps"] = 300
+        reward = yaml.safe_load((SMOKE / "rewardmodeljob.yaml").read_text())
+        reward["spec"]["training"]["maxSteps"] = 300
         ppo = yaml.safe_load((SMOKE / "ppojob.yaml").read_text())
-        ppo["spec"]["ppo"]["totalEpisodes"] = 512  # 32 updates: long enough to watch
-        pipeline.apply(SMOKE / "sftjob.yaml", SMOKE / "rewardmodeljob.yaml", ppo)
+        ppo["spec"]["ppo"]["totalEpisodes"] = 512  # 32 updates
+        pipeline.apply(sft, reward, ppo)
         broken = yaml.safe_load((SMOKE / "sftjob.yaml").read_text())
         broken["metadata"]["name"] = "broken"
         broken["spec"]["model"] = {"pvc": {"claimName": "nowhere", "path": "model"}}
