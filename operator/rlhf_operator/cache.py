@@ -16,10 +16,9 @@ child that exists already is a no-op (409).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from . import kube
 from .api import KINDS, KINDS_BY_NAME, KindInfo, ManifestError, parse_manifest
 from .inputs import upstreams
 
@@ -118,7 +117,7 @@ def upstream_keys(body: Mapping[str, Any]) -> list[Key]:
     if (body.get("status") or {}).get("phase") not in DEPENDENT_PHASES:
         return []
     try:
-        job = parse_manifest(body)
+        job = parse_manifest(dict(body))
     except ManifestError:
         return []
     namespace = job.metadata.namespace or ""
@@ -134,10 +133,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _values(lookup: Lookup | None, key: Any) -> list[Any]:
+def _values(lookup: Lookup, key: Any) -> list[Any]:
     """Copy one index entry; the event loop may change it while a handler thread reads."""
-    if lookup is None:
-        return []
     for _ in range(5):
         try:
             return list(lookup[key]) if key in lookup else []
@@ -148,64 +145,35 @@ def _values(lookup: Lookup | None, key: Any) -> list[Any]:
 
 @dataclass(frozen=True)
 class ClusterView:
-    """The cached objects one reconcile may read.
+    """The cached objects one reconcile may read, built per handler call from the index
+    keyword arguments Kopf passes to every handler (``view_from_indexes``)."""
 
-    Built per handler call from the index keyword arguments Kopf passes to every
-    handler; ``uncached()`` is the same view reading the API (for tools and tests).
-    """
-
-    batch_jobs: Lookup | None = None
-    pods: Lookup | None = None
-    training_jobs: Mapping[str, Lookup] = field(default_factory=dict)
-    dependents_by_kind: Mapping[str, Lookup] = field(default_factory=dict)
-
-    @property
-    def cached(self) -> bool:
-        return self.batch_jobs is not None
+    batch_jobs: Lookup
+    pods: Lookup
+    training_jobs: Mapping[str, Lookup]
+    dependents_by_kind: Mapping[str, Lookup]
 
     def batch_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job as last seen; None when the watch has not seen it (yet)."""
-        if not self.cached:
-            return kube.get_batch_job(namespace, name)
         found = _values(self.batch_jobs, (namespace, name))
         return dict(found[0]) if found else None
 
     def pods_of(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
-        if self.pods is None:
-            return kube.list_pods(namespace, job_name)
         return [dict(pod) for pod in _values(self.pods, (namespace, job_name))]
 
     def training_job(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         """A training job as last seen (it may be one event behind; see the module doc)."""
-        if info.kind not in self.training_jobs:
-            return kube.get_job(info, namespace, name)
         found = _values(self.training_jobs[info.kind], (namespace, name))
         return dict(found[0]) if found else None
 
     def dependents(self, namespace: str, kind: str, name: str) -> list[tuple[KindInfo, str]]:
         """The jobs still waiting for this one, as (kind, name)."""
-        if not self.dependents_by_kind:
-            return _listed_dependents(namespace, kind, name)
-        found = set()
-        for info in KINDS:
-            for dependent in _values(
-                self.dependents_by_kind.get(info.kind), (namespace, kind, name)
-            ):
-                found.add((info.kind, dependent))
+        found = {
+            (info.kind, dependent)
+            for info in KINDS
+            for dependent in _values(self.dependents_by_kind[info.kind], (namespace, kind, name))
+        }
         return [(KINDS_BY_NAME[k], n) for k, n in sorted(found)]
-
-
-def uncached() -> ClusterView:
-    return ClusterView()
-
-
-def _listed_dependents(namespace: str, kind: str, name: str) -> list[tuple[KindInfo, str]]:
-    found = []
-    for info in KINDS:
-        for body in kube.list_jobs(info, namespace):
-            if (namespace, kind, name) in upstream_keys(body):
-                found.append((info, body["metadata"]["name"]))
-    return found
 
 
 BATCH_JOBS_INDEX = "rlhf_batch_jobs"

@@ -50,7 +50,6 @@ _COLLECTIONS = {
     "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
     "Service": "/api/v1/namespaces/{namespace}/services",
     "Event": "/api/v1/namespaces/{namespace}/events",
-    "Pod": "/api/v1/namespaces/{namespace}/pods",
     "Job": "/apis/batch/v1/namespaces/{namespace}/jobs",
 }
 
@@ -108,10 +107,6 @@ def get_job(info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def list_jobs(info: KindInfo, namespace: str) -> list[dict[str, Any]]:
-    return list(request("GET", _custom_path(info, namespace)).get("items") or [])
-
-
 class Conflict(Exception):
     """The object changed since it was read: read it again and recompute."""
 
@@ -152,15 +147,10 @@ def get_batch_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def list_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
-    query = {"labelSelector": f"batch.kubernetes.io/job-name={job_name}"}
-    return list(request("GET", _collection("Pod", namespace), query=query).get("items") or [])
-
-
 def create(body: dict[str, Any]) -> bool:
     """Create an object; False when it already exists (another reconcile was first)."""
     kind = body["kind"]
-    if kind not in _COLLECTIONS or kind in ("Pod", "Event"):
+    if kind not in _COLLECTIONS or kind == "Event":
         raise ValueError(f"cannot create {kind}")
     try:
         request("POST", _collection(kind, body["metadata"]["namespace"]), body)

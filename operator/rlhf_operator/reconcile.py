@@ -78,7 +78,7 @@ def _reconcile(
 
     names = child_names(job)
     found_job = view.batch_job(namespace, names.job)
-    if found_job is None and view.cached and previous.get("jobName"):
+    if found_job is None and previous.get("jobName"):
         # Created a moment ago, and the watch has not brought it yet.
         found_job = kube.get_batch_job(namespace, names.job)
     if found_job is None:

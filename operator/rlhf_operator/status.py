@@ -39,36 +39,22 @@ def set_condition(
 ) -> list[dict[str, Any]]:
     """Conditions with one updated; the transition time moves only when status flips."""
     value = "True" if state else "False"
-    updated = []
-    found = False
-    for condition in conditions:
-        if condition.get("type") == kind:
-            found = True
-            transition = condition.get("lastTransitionTime", timestamp)
-            if condition.get("status") != value:
-                transition = timestamp
-            condition = {
-                "type": kind,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": transition,
-            }
-            if generation is not None:
-                condition["observedGeneration"] = generation
-        updated.append(condition)
-    if not found:
-        condition = {
-            "type": kind,
-            "status": value,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": timestamp,
-        }
-        if generation is not None:
-            condition["observedGeneration"] = generation
-        updated.append(condition)
-    return updated
+    previous = next((c for c in conditions if c.get("type") == kind), None)
+    transition = timestamp
+    if previous is not None and previous.get("status") == value:
+        transition = previous.get("lastTransitionTime", timestamp)
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    if previous is None:
+        return [*conditions, condition]
+    return [condition if c.get("type") == kind else c for c in conditions]
 
 
 def observe(

@@ -29,6 +29,7 @@ import pytest
 import yaml
 from harness.kube import KubeCluster
 from harness.pipeline import free_port
+from harness.waiting import wait_for
 
 from tests.cluster.conftest import CRD_NAMES, wait_established
 
@@ -46,17 +47,6 @@ RBAC_DENIED = re.compile(r"cannot (get|list|watch|create|update|patch|delete) re
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(predicate, *, timeout: float = 60.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def get_json(cluster: KubeCluster, *args: str, **kwargs: Any) -> dict[str, Any]:

@@ -4,21 +4,22 @@ controller (completion, podFailurePolicy, replacement pods, suspension)."""
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kubernetes
 import pytest
+from harness import waiting
 from harness.executor import PodExecutor, expand
 from harness.kube import KubeCluster
 
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
 IMAGE = "python:3.11-slim"  # never pulled: `python` resolves to the test venv
 # Mount points missing on the host get created there (mkdir -p): keep ours in one place.
 M = "/mnt/executor-test"
@@ -27,15 +28,8 @@ M = "/mnt/executor-test"
 # ----------------------------------------------------------------------------- helpers
 
 
-def wait_for(predicate: Callable[[], T], *, timeout: float = 20.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+# The executor reacts within a poll or two: fail fast, poll often.
+wait_for = functools.partial(waiting.wait_for, timeout=20.0, interval=0.1)
 
 
 def apply(cluster: KubeCluster, namespace: str, *objects: dict[str, Any]) -> None:

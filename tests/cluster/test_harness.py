@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 from harness.kube import KUBE_VERSION, KubeCluster
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value; return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def get_json(cluster: KubeCluster, *args: str, **kwargs) -> dict:

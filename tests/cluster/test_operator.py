@@ -206,17 +206,15 @@ def test_an_eviction_is_retried_without_counting_against_the_backoff_limit(pipel
     assert done["status"]["attempts"] == 2
 
 
+def _set_suspend(pipeline, name: str, suspend: bool) -> None:  # type: ignore[no-untyped-def]
+    patch = {"spec": {"runPolicy": {"suspend": suspend}}}
+    pipeline.kubectl("patch", "sftjob", name, "--type=merge", "-p", json.dumps(patch))
+
+
 def test_suspend_stops_the_pods_keeps_checkpoints_and_resume_continues(pipeline) -> None:
     pipeline.apply(_long_sft("paused", steps=600))
     _checkpoint_appears(pipeline, "paused-sft-output", 50)
-    pipeline.kubectl(
-        "patch",
-        "sftjob",
-        "paused",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"runPolicy": {"suspend": True}}}),
-    )
+    _set_suspend(pipeline, "paused", True)
     suspended = pipeline.wait_for_phase("sftjob", "paused", "Suspended", 60)
     assert (
         next(c for c in suspended["status"]["conditions"] if c["type"] == "Suspended")["status"]
@@ -230,14 +228,7 @@ def test_suspend_stops_the_pods_keeps_checkpoints_and_resume_continues(pipeline)
         (pipeline.claim_folder("paused-sft-output") / "checkpoints").glob("checkpoint-*")
     )
     assert checkpoints
-    pipeline.kubectl(
-        "patch",
-        "sftjob",
-        "paused",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"runPolicy": {"suspend": False}}}),
-    )
+    _set_suspend(pipeline, "paused", False)
     done = pipeline.wait_for_phase("sftjob", "paused", "Succeeded", 300)
     assert done["status"]["progress"]["step"] == 600
 

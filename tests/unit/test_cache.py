@@ -168,7 +168,6 @@ def test_the_view_answers_from_the_indexes() -> None:
         training_jobs={kind: _Store() for kind in KINDS_BY_NAME} | {"SFTJob": sft_jobs},
         dependents_by_kind={kind: _Store() for kind in KINDS_BY_NAME} | {"PPOJob": ppo_dependents},
     )
-    assert view.cached
     assert view.batch_job("team", "demo-sft")["status"]["active"] == 1  # type: ignore[index]
     assert view.batch_job("team", "other-sft") is None
     assert view.batch_job("elsewhere", "demo-sft") is None
