@@ -58,6 +58,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="a local folder standing in for the PersistentVolumeClaim NAME (repeatable)",
     )
+    local_run.add_argument(
+        "--restart",
+        action="store_true",
+        help="retrain stages whose spec or inputs changed since their results were made"
+        " (default: refuse, naming what changed)",
+    )
+    local_run.add_argument(
+        "--from",
+        dest="start_from",
+        action="append",
+        default=[],
+        metavar="JOB",
+        help="retrain JOB (Kind/name, or a name) and every job after it, even if finished"
+        " (repeatable)",
+    )
     local_run.set_defaults(run=_local_run)
     local_status = local_commands.add_parser("status", help="what a run folder holds")
     local_status.add_argument("workdir", type=Path, nargs="?", default=Path("runs/local"))
@@ -128,7 +143,13 @@ def _local_run(arguments: argparse.Namespace) -> int:
             print(f"error: --claim {item}: expected NAME=DIR", file=sys.stderr)
             return 2
         claims[name] = Path(folder)
-    return run(arguments.files, arguments.workdir, claims)
+    return run(
+        arguments.files,
+        arguments.workdir,
+        claims,
+        restart=arguments.restart,
+        start_from=arguments.start_from,
+    )
 
 
 def _local_status(arguments: argparse.Namespace) -> int:

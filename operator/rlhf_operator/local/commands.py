@@ -7,53 +7,138 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from ..api import ManifestError
+from ..api import FieldError, ManifestError, TrainingJob
 from ..manifests import load_jobs
+from .lock import WorkdirBusy, WorkdirLock
+from .lock import holder as lock_holder
 from .plan import key, label, order
-from .runner import Outcome, finished, run_job, write_state
+from .preflight import check_inputs, finished, plan_stages, read_summary, stale_message
+from .runner import (
+    STATE_FILE,
+    Outcome,
+    StopSignals,
+    read_outcome,
+    read_progress,
+    run_job,
+    say,
+    write_state,
+)
 from .summary import table, write_report
 
 
 def run(
-    files: list[Path], workdir: Path, claims: dict[str, Path], out: IO[str] | None = None
+    files: list[Path],
+    workdir: Path,
+    claims: dict[str, Path],
+    out: IO[str] | None = None,
+    restart: bool = False,
+    start_from: list[str] | None = None,
 ) -> int:
-    """Validate, order and run the jobs; finished ones are skipped, interrupted ones resume."""
+    """Validate, check and order the jobs, then run them; finished ones are skipped,
+    interrupted ones resume, and stages whose spec or inputs changed are refused (or, with
+    ``restart`` / ``start_from``, retrained)."""
     out = out or sys.stdout
-    try:
-        jobs = order(load_jobs(files))
-    except ManifestError as error:
-        for problem in error.errors:
-            where = f"{error.source}: " if error.source else ""
-            print(f"error: {where}{problem}", file=sys.stderr)
+    with StopSignals() as stop:
+        try:
+            jobs = order(load_jobs(files))
+        except ManifestError as error:
+            for problem in error.errors:
+                where = f"{error.source}: " if error.source else ""
+                print(f"error: {where}{problem}", file=sys.stderr)
+            return 2
+        problems = check_inputs(jobs, claims)
+        forced, unknown = _jobs_named(jobs, start_from or [])
+        problems.extend(("--from", FieldError("", message)) for message in unknown)
+        if problems:
+            for where, problem in problems:
+                print(f"error: {where}: {problem}", file=sys.stderr)
+            return 2
+        try:
+            with WorkdirLock(workdir) as lock:
+                return _run_locked(jobs, files, workdir, claims, out, stop, lock, restart, forced)
+        except WorkdirBusy as busy:
+            print(f"error: {busy}", file=sys.stderr)
+            return 1
+
+
+def _run_locked(
+    jobs: list[TrainingJob],
+    files: list[Path],
+    workdir: Path,
+    claims: dict[str, Path],
+    out: IO[str],
+    stop: StopSignals,
+    lock: WorkdirLock,
+    restart: bool,
+    forced: set[tuple[str, str]],
+) -> int:
+    plans = plan_stages(jobs, workdir, claims, restart=restart, start_from=forced)
+    if any(plan.action == "stale" for plan in plans):
+        for line in stale_message(plans, _command(files, workdir, claims)):
+            print(f"error: {line}", file=sys.stderr)
         return 2
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_state(workdir, files, jobs)
+    write_state(workdir, files, jobs, claims)
     _notice_ignored_resources(jobs, out)
     outcomes: list[Outcome] = []
-    for job in jobs:
-        try:
-            outcome = run_job(job, workdir, claims, out)
-        except ManifestError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    for plan in plans:
+        if stop.count:
+            break
+        lock.running(plan.name if plan.action != "skip" else None)
+        outcome = run_job(plan, workdir, claims, out, stop)
         outcomes.append(outcome)
         if outcome.status in ("failed", "interrupted"):
             break
-    print("\n" + table(outcomes), file=out)
-    report = write_report(workdir, outcomes)
-    print(f"\nreport: {report.resolve()}", file=out)
+    lock.running(None)
+    if outcomes:
+        say(out, "\n" + table(outcomes))
+        report = write_report(workdir, outcomes)
+        say(out, f"\nreport: {report.resolve()}")
     last = outcomes[-1] if outcomes else None
-    if last and last.status == "interrupted":
-        print("interrupted: run the same command again to resume from the checkpoint", file=out)
-        return 130
+    if stop.count or (last and last.status == "interrupted"):
+        resumable = last is not None and any((last.folder / "checkpoints").glob("checkpoint-*"))
+        say(
+            out,
+            "interrupted: run the same command again to resume from the checkpoint"
+            if resumable
+            else "interrupted before the first checkpoint: nothing will be resumed;"
+            " the same command starts the stage again",
+        )
+        return stop.exit_code if stop.count else 130
     if last and last.status == "failed":
-        print(
+        say(
+            out,
             f"failed: {label(key(last.job))}, exit code {last.exit_code};"
             f" see {last.folder / 'trainer.log'}",
-            file=out,
         )
         return 1
     return 0
+
+
+def _jobs_named(
+    jobs: list[TrainingJob], names: list[str]
+) -> tuple[set[tuple[str, str]], list[str]]:
+    """``--from`` values (``Kind/name`` or a name) as job keys, and those matching nothing."""
+    found: set[tuple[str, str]] = set()
+    unknown = []
+    for name in names:
+        matches = [
+            key(job)
+            for job in jobs
+            if name in (label(key(job)), job.metadata.name)  # type: ignore[attr-defined]
+        ]
+        if not matches:
+            known = ", ".join(label(key(job)) for job in jobs)
+            unknown.append(f"{name}: no such job in the files (jobs: {known})")
+        found.update(matches)
+    return found, unknown
+
+
+def _command(files: list[Path], workdir: Path, claims: dict[str, Path]) -> str:
+    """The command that runs (or resumes) these jobs, with absolute paths."""
+    parts = ["rlhf local run", *(str(path.resolve()) for path in files)]
+    parts += ["--workdir", str(workdir.resolve())]
+    parts += [f"--claim {name}={folder.resolve()}" for name, folder in sorted(claims.items())]
+    return " ".join(parts)
 
 
 def _notice_ignored_resources(jobs: list, out: IO[str]) -> None:  # type: ignore[type-arg]
@@ -78,48 +163,69 @@ def _notice_ignored_resources(jobs: list, out: IO[str]) -> None:  # type: ignore
 
 
 def status(workdir: Path, out: IO[str] | None = None) -> int:
-    """What a run folder holds: which stages finished, which can resume, which have not run."""
+    """What a run folder holds: which stages finished, run now, failed, can resume or have
+    not run; and the command that carries on, when something is left to do."""
     out = out or sys.stdout
     try:
-        state = json.loads((workdir / "pipeline.json").read_text())
+        state = json.loads((workdir / STATE_FILE).read_text())
     except (OSError, ValueError):
-        print(f"error: {workdir} holds no local run (no pipeline.json)", file=sys.stderr)
+        print(f"error: {workdir} holds no local run (no {STATE_FILE})", file=sys.stderr)
         return 2
+    running = lock_holder(workdir)
     rows = [("job", "state", "detail")]
+    left_to_do = False
     for entry in state["jobs"]:
+        name = f"{entry['kind']}/{entry['name']}"
         folder = workdir / entry["folder"]
-        if finished(folder):
-            summary = json.loads((folder / "metrics.json").read_text())
-            rows.append(
-                (f"{entry['kind']}/{entry['name']}", "finished", summary.get("keyMetric", ""))
-            )
-            continue
-        checkpoints = (
-            sorted(
-                (
-                    int(p.name.split("-")[1])
-                    for p in (folder / "checkpoints").glob("checkpoint-*")
-                    if p.name.split("-")[1].isdigit()
-                ),
-            )
-            if (folder / "checkpoints").is_dir()
-            else []
-        )
-        if checkpoints:
-            rows.append(
-                (f"{entry['kind']}/{entry['name']}", "resumable", f"from step {checkpoints[-1]}")
-            )
-        elif folder.exists():
-            rows.append(
-                (f"{entry['kind']}/{entry['name']}", "started", "no checkpoint yet: restarts")
-            )
-        else:
-            rows.append((f"{entry['kind']}/{entry['name']}", "not started", ""))
+        state_name, detail = _stage_state(name, folder, running)
+        left_to_do = left_to_do or state_name not in ("finished", "running")
+        rows.append((name, state_name, detail))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
             file=out,
         )
-    print(f"\nresume with: rlhf local run {' '.join(state['files'])} --workdir {workdir}", file=out)
+    if running is not None:
+        holder = f"process {running.get('pid', '?')} ({running.get('command', '')})"
+        print(f"\nrunning now: {holder}", file=out)
+    elif left_to_do:
+        files = [Path(name) for name in state["files"]]
+        claims = {name: Path(folder) for name, folder in (state.get("claims") or {}).items()}
+        print(f"\nto carry on: {_command(files, workdir, claims)}", file=out)
     return 0
+
+
+def _stage_state(name: str, folder: Path, running: dict | None) -> tuple[str, str]:  # type: ignore[type-arg]
+    if finished(folder):
+        return "finished", str(read_summary(folder).get("keyMetric", ""))
+    if running is not None and running.get("job") == name:
+        progress = (read_progress(_metrics_port(folder)) or {}).get("progress") or {}
+        step, total = progress.get("step"), progress.get("totalSteps")
+        if step is not None and total:
+            return "running", f"step {step}/{total} ({100 * step / total:.0f}%)"
+        return "running", "starting"
+    outcome = read_outcome(folder)
+    if outcome.get("status") == "failed":
+        return "failed", f"exit code {outcome.get('exitCode')}: {outcome.get('message', '')}"
+    steps = _checkpoint_steps(folder)
+    if steps:
+        return "resumable", f"from step {steps[-1]}"
+    if folder.exists():
+        return "started", "no checkpoint yet: restarts"
+    return "not started", ""
+
+
+def _checkpoint_steps(folder: Path) -> list[int]:
+    found = (
+        (folder / "checkpoints").glob("checkpoint-*") if (folder / "checkpoints").is_dir() else []
+    )
+    return sorted(int(p.name.split("-")[1]) for p in found if p.name.split("-")[1].isdigit())
+
+
+def _metrics_port(folder: Path) -> int:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        return int(config["telemetry"]["metricsPort"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

@@ -6,8 +6,10 @@ config is rendered by the same function the operator uses for its ConfigMaps.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..api import FieldError, ManifestError, TrainingJob, kind_info
-from ..api.trainer_config import FINAL_MODEL_DIR, InputSlot
+from ..api import TrainingJob, kind_info
+from ..api.trainer_config import InputSlot
 from ..inputs import inputs, trainer_config
+from . import fingerprint
 from .plan import key, label
+from .preflight import StagePlan, folder_name, read_summary, record_start
 
 EXIT_INTERRUPTED = 143
 STATE_FILE = "pipeline.json"
+OUTCOME_FILE = "outcome.json"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -41,43 +47,17 @@ class Outcome:
     exit_code: int = 0
 
 
-def folder_name(job: TrainingJob) -> str:
-    """The same name the operator gives the job's batch Job."""
-    return f"{job.metadata.name}-{kind_info(job).stage}"
-
-
-def finished(folder: Path) -> bool:
-    return (folder / FINAL_MODEL_DIR / "COMPLETE").exists() and _summary(folder).get(
-        "phase"
-    ) == "Succeeded"
-
-
-def _summary(folder: Path) -> dict[str, Any]:
-    try:
-        return dict(json.loads((folder / "metrics.json").read_text()))
-    except (OSError, ValueError):
-        return {}
-
-
 def input_paths(job: TrainingJob, workdir: Path, claims: dict[str, Path]) -> dict[InputSlot, str]:
-    """Local folders for each stored input: earlier jobs' outputs, or --claim folders."""
+    """Local folders for each stored input: earlier jobs' outputs, or --claim folders.
+
+    ``preflight.check_inputs`` has made sure every claim is mapped before anything ran.
+    """
     paths: dict[InputSlot, str] = {}
     for needed in inputs(job):
         if needed.upstream is not None:
             upstream_folder = workdir / f"{needed.upstream.name}-{_stage(needed.upstream.kind)}"
-            paths[needed.slot] = str(upstream_folder / needed.path)
+            paths[needed.slot] = str((upstream_folder / needed.path).resolve())
         elif needed.claim is not None:
-            if needed.claim not in claims:
-                raise ManifestError(
-                    [
-                        FieldError(
-                            f"spec.{needed.slot}.pvc.claimName",
-                            f"claim {needed.claim!r} has no local folder; pass"
-                            f" --claim {needed.claim}=DIR",
-                        )
-                    ],
-                    label(key(job)),
-                )
             paths[needed.slot] = str((claims[needed.claim] / needed.path).resolve())
     return paths
 
@@ -92,9 +72,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def write_state(workdir: Path, files: list[Path], jobs: list[TrainingJob]) -> None:
+def write_state(
+    workdir: Path, files: list[Path], jobs: list[TrainingJob], claims: dict[str, Path]
+) -> None:
+    """What ``rlhf local status`` needs: the files and claims (absolute) and the jobs."""
     state = {
-        "files": [str(path) for path in files],
+        "files": [str(path.resolve()) if str(path) != "-" else "-" for path in files],
+        "claims": {name: str(folder.resolve()) for name, folder in sorted(claims.items())},
         "jobs": [
             {"kind": job.kind, "name": job.metadata.name, "folder": folder_name(job)}  # type: ignore[attr-defined]
             for job in jobs
@@ -103,18 +87,36 @@ def write_state(workdir: Path, files: list[Path], jobs: list[TrainingJob]) -> No
     (workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
+def write_outcome(folder: Path, status: str, exit_code: int, message: str) -> None:
+    """How a stage that did not succeed ended, for ``rlhf local status``."""
+    record = {"status": status, "exitCode": exit_code, "message": message, "time": time.time()}
+    (folder / OUTCOME_FILE).write_text(json.dumps(record))
+
+
+def read_outcome(folder: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((folder / OUTCOME_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def run_job(
-    job: TrainingJob,
+    plan: StagePlan,
     workdir: Path,
     claims: dict[str, Path],
     out: IO[str],
+    stop: StopSignals,
     python: str = sys.executable,
 ) -> Outcome:
     """Run one job's trainer to the end (or to an interruption) and report how it went."""
-    folder = workdir / folder_name(job)
-    if finished(folder):
-        return Outcome(job, folder, "skipped", 0.0, _summary(folder))
+    job, folder = plan.job, plan.folder
+    if plan.action == "skip":
+        return Outcome(job, folder, "skipped", 0.0, read_summary(folder))
+    if plan.action == "restart" and folder.exists():
+        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / OUTCOME_FILE).unlink(missing_ok=True)
+    fingerprint.write(folder, record_start(plan))
     port = free_port()
     config = trainer_config(
         job,
@@ -130,78 +132,115 @@ def run_job(
     stage = kind_info(job).stage
     name = label(key(job))
     print(
-        f"{name}: training; metrics at http://127.0.0.1:{port}/metrics,"
-        f" log {folder / 'trainer.log'}",
+        f"{name}: {'resuming' if plan.action == 'resume' else 'training'};"
+        f" metrics at http://127.0.0.1:{port}/metrics, log {folder / 'trainer.log'}",
         file=out,
         flush=True,
     )
     started = time.monotonic()
     with open(folder / "trainer.log", "a") as log:
-        # Its own session: Ctrl-C reaches us, and we ask the trainer for exactly one clean stop.
+        # Its own session, so a terminal's Ctrl-C or hang-up reaches only us and we ask the
+        # trainer for exactly one clean stop; and it dies with us if we are killed.
         process = subprocess.Popen(
             [python, "-m", "rlhf_trainer", stage, "--config", str(config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent,
         )
-        view = ProgressView(name, out)
-        with CtrlC() as presses:
-            forwarded = 0
-            while True:
-                try:
-                    code = process.wait(timeout=0.5)
-                    break
-                except subprocess.TimeoutExpired:
-                    view.update(_read_progress(port))
-                if presses.count > forwarded:
-                    forwarded = presses.count
-                    if forwarded == 1:
-                        print(
-                            f"\n{name}: stopping after a checkpoint (Ctrl-C again to abort)",
-                            file=out,
-                            flush=True,
-                        )
-                        process.send_signal(signal.SIGTERM)
-                    else:
-                        process.kill()
-            interrupted = presses.count > 0
-        view.finish()
+        view = ProgressView(name, out, resuming=plan.action == "resume")
+        forwarded = stop.count
+        while True:
+            try:
+                code = process.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                view.update(read_progress(port))
+            if stop.count > forwarded:
+                forwarded = stop.count
+                if forwarded == 1:
+                    say(
+                        out,
+                        f"\n{name}: {stop.name}: stopping after a checkpoint"
+                        " (press Ctrl-C again to abort)",
+                    )
+                    process.send_signal(signal.SIGTERM)
+                else:
+                    process.kill()
+        view.finish(succeeded=code == 0)
     seconds = time.monotonic() - started
-    summary = _summary(folder)
+    summary = read_summary(folder)
     if code == 0:
         return Outcome(job, folder, "succeeded", seconds, summary)
-    status = "interrupted" if code == EXIT_INTERRUPTED or interrupted else "failed"
-    summary = summary or {"error": _last_error(folder / "trainer.log")}
+    status = "interrupted" if code == EXIT_INTERRUPTED or stop.count else "failed"
+    message = _last_error(folder / "trainer.log")
+    write_outcome(folder, status, code, message)
+    summary = summary or {"error": message}
     return Outcome(job, folder, status, seconds, summary, code)
 
 
-class CtrlC:
-    """Counts Ctrl-C presses (SIGINT) while a trainer runs, instead of raising.
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
-    A KeyboardInterrupt can land anywhere, including inside a finalizer, where Python
-    drops it ("Exception ignored"): a press was once lost that way and training ran on.
-    A counter read by the wait loop cannot be lost.
+
+PR_SET_PDEATHSIG = 1
+
+
+def say(out: IO[str], text: str) -> None:
+    """Print, unless the terminal is gone (after a hang-up, writes fail)."""
+    try:
+        print(text, file=out, flush=True)
+    except OSError:
+        pass
+
+
+class StopSignals:
+    """Counts stop requests - Ctrl-C (SIGINT), SIGTERM (``timeout``, ``kill``) and SIGHUP
+    (the terminal closed) - for the whole run, instead of raising.
+
+    The first asks the running trainer for a clean stop after a checkpoint; the second kills
+    it. A KeyboardInterrupt can land anywhere, including inside a finalizer, where Python
+    drops it: a press was once lost that way and training ran on. A counter read by the
+    wait loop cannot be lost, and it also covers presses during start-up.
     """
 
     def __init__(self) -> None:
         self.count = 0
-        self._previous: Any = None
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def _pressed(self, signum: int, frame: Any) -> None:
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal else "stop"
+
+    @property
+    def exit_code(self) -> int:
+        """130 after Ctrl-C, as shells expect; 128 + the signal otherwise."""
+        return 128 + (self.signal or signal.SIGINT)
+
+    def _received(self, signum: int, frame: Any) -> None:
         self.count += 1
+        self.signal = self.signal or signum
 
-    def __enter__(self) -> CtrlC:
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # where signals land
-            self._previous = signal.signal(signal.SIGINT, self._pressed)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._received)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
-def _read_progress(port: int) -> dict[str, Any] | None:
+def read_progress(port: int) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=0.5) as reply:
             return dict(json.loads(reply.read()))
@@ -219,19 +258,25 @@ def _last_error(log: Path) -> str:
 
 
 class ProgressView:
-    """One line per stage: a bar, step / total, ETA and the latest loss or reward.
+    """One line per stage: a bar, step / total, ETA (h:mm:ss) and the latest loss or reward,
+    at most ``COLUMNS`` wide so it fits an 80-column terminal.
 
     Redrawn in place on a terminal; printed at each tenth of the way otherwise (CI logs).
+    A resumed stage says so at its first progress; a stage that succeeds ends at 100 %.
     """
 
-    WIDTH = 24
+    WIDTH = 20
+    COLUMNS = 79
 
-    def __init__(self, name: str, out: IO[str]) -> None:
+    def __init__(self, name: str, out: IO[str], resuming: bool = False) -> None:
         self.name = name
         self.out = out
         self.tty = out.isatty()
         self.last_tenth = -1
         self.drawn = False
+        self.resuming = resuming
+        self.total: int | None = None
+        self.figure = ""
 
     def update(self, document: dict[str, Any] | None) -> None:
         if not document:
@@ -240,28 +285,61 @@ class ProgressView:
         step, total = progress.get("step", 0), progress.get("totalSteps")
         if not total:
             return
+        if self.resuming:
+            self.resuming = False
+            self._print(f"{self.name}: resuming from step {step}")
+        self.total = total
+        self.figure = _headline(document.get("metrics") or {}) or self.figure
+        self._draw(step, total, progress.get("estimatedRemainingSeconds"))
+
+    def _draw(self, step: int, total: int, eta: float | None) -> None:
         fraction = min(1.0, step / total)
         filled = int(self.WIDTH * fraction)
-        eta = progress.get("estimatedRemainingSeconds")
-        figure = _headline(document.get("metrics") or {})
-        line = (
-            f"{self.name:28.28} {'#' * filled}{'.' * (self.WIDTH - filled)} {fraction:4.0%}"
-            f" {step}/{total}"
-            + (f"  ETA {eta}s" if eta is not None else "")
-            + (f"  {figure}" if figure else "")
-        )
+        line = format_progress(self.name, filled, self.WIDTH, fraction, step, total, eta)
+        if self.figure and len(line) + 2 + len(self.figure) <= self.COLUMNS:
+            line += f"  {self.figure}"
+        line = line[: self.COLUMNS]
         if self.tty:
-            self.out.write("\r" + line.ljust(110))
+            self.out.write("\r" + line.ljust(self.COLUMNS))
             self.out.flush()
             self.drawn = True
         elif int(fraction * 10) > self.last_tenth:
             self.last_tenth = int(fraction * 10)
-            print(line, file=self.out, flush=True)
+            self._print(line)
 
-    def finish(self) -> None:
+    def _print(self, text: str) -> None:
         if self.drawn:
             self.out.write("\n")
-            self.out.flush()
+            self.drawn = False
+        say(self.out, text)
+
+    def finish(self, succeeded: bool = False) -> None:
+        """End the line; at 100 % when the stage succeeded."""
+        try:
+            if succeeded and self.total:
+                self._draw(self.total, self.total, 0)
+            if self.drawn:
+                self.out.write("\n")
+                self.out.flush()
+        except OSError:  # the terminal is gone (hang-up)
+            pass
+
+
+def format_progress(
+    name: str, filled: int, width: int, fraction: float, step: int, total: int, eta: float | None
+) -> str:
+    """``SFTJob/demo  ########............  40% 120/300  ETA 0:01:05``"""
+    bar = "#" * filled + "." * (width - filled)
+    text = f"{name[:24]:24} {bar} {fraction:4.0%} {step}/{total}"
+    if eta is not None:
+        text += f"  ETA {format_duration(eta)}"
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    """h:mm:ss"""
+    whole = max(0, round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def _headline(metrics: dict[str, Any]) -> str:
