@@ -9,6 +9,15 @@ from pathlib import Path
 
 from . import __version__
 
+EXIT_CODES = """exit codes: 0 done; 1 a stage failed, or the workdir is in use; 2 invalid input
+(manifests, files, --claim, --from) or usage; 130 / 143 / 129 stopped by Ctrl-C / SIGTERM /
+SIGHUP after a checkpoint (run the same command again to resume)"""
+FILES_HELP = "job manifests: YAML files (multi-document), folders of them, or - for stdin"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help, and epilogs kept as written."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -16,41 +25,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(arguments, "run"):
         parser.print_help()
         return 2
-    return int(arguments.run(arguments) or 0)
+    try:
+        return int(arguments.run(arguments) or 0)
+    except BrokenPipeError:  # `rlhf render ... | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlhf",
         description="Run SFT, reward-model and PPO training as Kubernetes custom resources.",
+        epilog=EXIT_CODES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rlhf-operator {__version__}")
     commands = parser.add_subparsers(title="commands")
 
-    crds = commands.add_parser("crds", help="write the CRDs generated from the API models")
-    crds.add_argument("--output", type=Path, default=Path("crds"), help="folder (default: crds)")
+    crds = commands.add_parser(
+        "crds", formatter_class=HelpFormatter, help="write the CRDs generated from the API models"
+    )
+    crds.add_argument("--output", type=Path, default=Path("crds"), help="folder")
     crds.add_argument(
         "--check", action="store_true", help="only check that the folder is up to date"
     )
     crds.set_defaults(run=_crds)
 
     validate = commands.add_parser(
-        "validate", help="check job manifests with the same rules as the apiserver"
+        "validate",
+        formatter_class=HelpFormatter,
+        help="check job manifests with the same rules as the apiserver",
+        epilog=EXIT_CODES,
     )
-    validate.add_argument("files", nargs="+", type=Path, help="YAML files (multi-document)")
+    validate.add_argument("files", nargs="+", type=Path, help=FILES_HELP)
     validate.set_defaults(run=_validate)
 
-    local = commands.add_parser("local", help="run jobs on this machine, no cluster needed")
+    render = commands.add_parser(
+        "render",
+        formatter_class=HelpFormatter,
+        help="print the trainer config each job's pods get (what its ConfigMap holds)",
+        description="Print, for each job, the exact config.json its training pods read at"
+        " /etc/rlhf/config.json (a JSON document per job). The trainer reads it with"
+        " `python -m rlhf_trainer STAGE --config FILE`; it also takes a job manifest directly.",
+        epilog=EXIT_CODES,
+    )
+    render.add_argument("files", nargs="+", type=Path, help=FILES_HELP)
+    render.add_argument(
+        "--output", type=Path, default=None, help="write FOLDER/<name>-<stage>.json files instead"
+    )
+    render.set_defaults(run=_render)
+
+    local = commands.add_parser(
+        "local", formatter_class=HelpFormatter, help="run jobs on this machine, no cluster needed"
+    )
     local_commands = local.add_subparsers(title="local commands")
     local_run = local_commands.add_parser(
-        "run", help="run the jobs in FILEs in dependency order (re-run to resume)"
+        "run",
+        formatter_class=HelpFormatter,
+        help="run the jobs in FILEs in dependency order (re-run to resume)",
+        epilog=EXIT_CODES,
     )
-    local_run.add_argument(
-        "files", nargs="+", type=Path, help="job manifests (multi-document YAML)"
-    )
-    local_run.add_argument(
-        "--workdir", type=Path, default=Path("runs/local"), help="run folder (default runs/local)"
-    )
+    local_run.add_argument("files", nargs="+", type=Path, help=FILES_HELP)
+    local_run.add_argument("--workdir", type=Path, default=Path("runs/local"), help="run folder")
     local_run.add_argument(
         "--claim",
         action="append",
@@ -62,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "--restart",
         action="store_true",
         help="retrain stages whose spec or inputs changed since their results were made"
-        " (default: refuse, naming what changed)",
+        " (without it: refuse, naming what changed)",
     )
     local_run.add_argument(
         "--from",
@@ -74,11 +110,19 @@ def _parser() -> argparse.ArgumentParser:
         " (repeatable)",
     )
     local_run.set_defaults(run=_local_run)
-    local_status = local_commands.add_parser("status", help="what a run folder holds")
-    local_status.add_argument("workdir", type=Path, nargs="?", default=Path("runs/local"))
+    local_status = local_commands.add_parser(
+        "status", formatter_class=HelpFormatter, help="what a run folder holds"
+    )
+    local_status.add_argument(
+        "workdir", type=Path, nargs="?", default=Path("runs/local"), help="run folder"
+    )
     local_status.set_defaults(run=_local_status)
 
-    operator = commands.add_parser("operator", help="run the controller (what the Helm chart runs)")
+    operator = commands.add_parser(
+        "operator",
+        formatter_class=HelpFormatter,
+        help="run the controller (what the Helm chart runs)",
+    )
     operator.add_argument(
         "--namespace",
         action="append",
@@ -125,11 +169,40 @@ def _validate(arguments: argparse.Namespace) -> int:
     try:
         jobs = load_jobs(arguments.files)
     except ManifestError as error:
-        for problem in error.errors:
-            print(f"{error.source}: {problem}", file=sys.stderr)
-        return 1
+        report_manifest_error(error)
+        return 2
     for job in jobs:
         print(f"{job.kind}/{job.metadata.name}: valid")  # type: ignore[attr-defined]
+    return 0
+
+
+def report_manifest_error(error: Exception) -> None:
+    """Every problem, one line each, naming its file and document."""
+    lines = error.lines() if hasattr(error, "lines") else [str(error)]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+
+
+def _render(arguments: argparse.Namespace) -> int:
+    import json
+
+    from .api import ManifestError
+    from .manifests import load_jobs
+    from .render import rendered_configs
+
+    try:
+        jobs = load_jobs(arguments.files)
+    except ManifestError as error:
+        report_manifest_error(error)
+        return 2
+    for name, config in rendered_configs(jobs).items():
+        text = json.dumps(config, indent=2, sort_keys=True)
+        if arguments.output is None:
+            print(text)
+            continue
+        arguments.output.mkdir(parents=True, exist_ok=True)
+        (arguments.output / f"{name}.json").write_text(text + "\n")
+        print(arguments.output / f"{name}.json")
     return 0
 
 
@@ -168,6 +241,11 @@ def _operator(arguments: argparse.Namespace) -> int:
     from . import handlers
     from .metrics import REGISTRY
 
+    problem = _no_cluster_configuration()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+
     logging.basicConfig(
         level=logging.DEBUG if arguments.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -195,6 +273,25 @@ def _operator(arguments: argparse.Namespace) -> int:
         peering_name=None if arguments.standalone else "rlhf-operator",
     )
     return 0
+
+
+def _no_cluster_configuration() -> str | None:
+    """Why the operator cannot reach a cluster, before Kopf starts (or None when it can)."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+        return None
+    except config.ConfigException:
+        pass
+    try:
+        config.load_kube_config()
+        return None
+    except (config.ConfigException, OSError, TypeError) as error:
+        return (
+            f"no Kubernetes configuration ({error}): run inside a cluster (the Helm chart does),"
+            " or point KUBECONFIG at a kubeconfig file"
+        )
 
 
 if __name__ == "__main__":

@@ -16,12 +16,17 @@ from kubernetes.client.exceptions import ApiException
 
 from . import kube, metrics
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
-from .api.trainer_config import OUTPUT_DIR, TERMINATION_MESSAGE_PATH
 from .cache import ClusterView
 from .chaining import Decision, decide
-from .inputs import trainer_config, upstreams
-from .resources import batch_job, child_names, config_map, headless_service, output_claim
-from .resources.job import input_paths
+from .inputs import upstreams
+from .resources import (
+    batch_job,
+    child_names,
+    config_map,
+    headless_service,
+    output_claim,
+    pod_trainer_config,
+)
 from .serialize import WrittenStatus
 from .settings import OperatorSettings
 from .status import TERMINAL_PHASES, observe, set_condition
@@ -120,15 +125,7 @@ def _create_children(
     job: TrainingJob, decision: Decision, settings: OperatorSettings
 ) -> dict[str, Any]:
     """ConfigMap, output claim, Service, then the Job (last: its pods need the rest)."""
-    config = trainer_config(
-        job,
-        input_paths=input_paths(decision.input_claims),
-        output=OUTPUT_DIR,
-        metrics_port=settings.metrics_port,
-        termination_message_path=TERMINATION_MESSAGE_PATH,
-        cache="/cache",
-        linger_seconds=settings.metrics_linger_seconds,
-    )
+    config = pod_trainer_config(job, decision.input_claims, settings)
     rendered_config = config_map(job, config)
     digest = hashlib.sha256(rendered_config["data"]["config.json"].encode()).hexdigest()[:16]
     for child in (rendered_config, output_claim(job, settings), headless_service(job)):

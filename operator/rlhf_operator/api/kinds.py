@@ -160,6 +160,11 @@ class ManifestError(ValueError):
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(str(error) for error in errors))
 
+    def lines(self) -> list[str]:
+        """One line per problem, each naming its file and document."""
+        where = f"{self.source}: " if self.source else ""
+        return [f"{where}{error}" for error in self.errors]
+
 
 def parse_manifest(document: dict[str, Any], source: str = "") -> TrainingJob:
     """Validate one manifest (a dict from YAML) into its kind's model.

@@ -42,9 +42,8 @@ def run(
         try:
             jobs = order(load_jobs(files))
         except ManifestError as error:
-            for problem in error.errors:
-                where = f"{error.source}: " if error.source else ""
-                print(f"error: {where}{problem}", file=sys.stderr)
+            for line in error.lines():
+                print(f"error: {line}", file=sys.stderr)
             return 2
         problems = check_inputs(jobs, claims)
         forced, unknown = _jobs_named(jobs, start_from or [])
@@ -135,7 +134,7 @@ def _jobs_named(
 
 def _command(files: list[Path], workdir: Path, claims: dict[str, Path]) -> str:
     """The command that runs (or resumes) these jobs, with absolute paths."""
-    parts = ["rlhf local run", *(str(path.resolve()) for path in files)]
+    parts = ["rlhf local run", *(str(p) if str(p) == "-" else str(p.resolve()) for p in files)]
     parts += ["--workdir", str(workdir.resolve())]
     parts += [f"--claim {name}={folder.resolve()}" for name, folder in sorted(claims.items())]
     return " ".join(parts)

@@ -7,6 +7,7 @@ create and the unit tests inspect.
 from .job import batch_job
 from .names import ChildNames, child_names
 from .objects import config_map, headless_service, output_claim
+from .trainer import pod_trainer_config
 
 __all__ = [
     "ChildNames",
@@ -15,4 +16,5 @@ __all__ = [
     "config_map",
     "headless_service",
     "output_claim",
+    "pod_trainer_config",
 ]

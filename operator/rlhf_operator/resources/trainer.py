@@ -1,0 +1,32 @@
+"""The trainer config of a job's pods (what its ConfigMap holds)."""
+
+from __future__ import annotations
+
+from ..api import TrainingJob
+from ..api.trainer_config import (
+    OUTPUT_DIR,
+    TERMINATION_MESSAGE_PATH,
+    InputSlot,
+    TrainerConfig,
+)
+from ..inputs import trainer_config
+from ..settings import OperatorSettings
+from .job import input_paths
+
+
+def pod_trainer_config(
+    job: TrainingJob,
+    input_claims: dict[InputSlot, tuple[str, str]],
+    settings: OperatorSettings,
+) -> TrainerConfig:
+    """The config a training pod reads: inputs at /inputs/<slot>, output at /output, the
+    termination message and the scratch cache where the pod spec mounts them."""
+    return trainer_config(
+        job,
+        input_paths=input_paths(input_claims),
+        output=OUTPUT_DIR,
+        metrics_port=settings.metrics_port,
+        termination_message_path=TERMINATION_MESSAGE_PATH,
+        cache="/cache",
+        linger_seconds=settings.metrics_linger_seconds,
+    )
