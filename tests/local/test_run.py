@@ -35,6 +35,9 @@ def test_the_demo_shows_learning_and_reports_every_stage(tmp_path: Path, capsys)
     assert (
         f"reward {ppo['eval/reward_reference']:.2f} -> {ppo['eval/reward_policy']:.2f}" in printed
     )
+    # Hub downloads go to the user's Hugging Face cache, not a cache per workdir.
+    config = json.loads((tmp_path / "demo-sft" / "config.json").read_text())
+    assert "cache" not in config["paths"]
     report = (tmp_path / "report.html").read_text()
     for name in ("demo-sft", "demo-rm", "demo-ppo"):
         assert f"{name}/report.html" in report

@@ -125,7 +125,9 @@ def run_job(
         metrics_port=port,
         metrics_host="127.0.0.1",
         termination_message_path=None,
-        cache=str((workdir / ".cache").resolve()),
+        # No cache folder of our own: Hub models and datasets go to the user's Hugging Face
+        # cache (HF_HOME, HF_HUB_CACHE, HF_DATASETS_CACHE), shared by every workdir.
+        cache=None,
     )
     config_path = folder / "config.json"
     config_path.write_text(json.dumps(config.to_manifest(), indent=2))
