@@ -229,7 +229,7 @@ def test_hub_shapes_have_the_dataset_cards_columns(hub_file) -> None:  # type: i
 # --- the conformance matrix: every stage on every family, on the Hub shapes ---------------
 
 CLAIM = {"claimName": "claim", "path": "data"}
-SMALL = {"maxSteps": 4, "learningRate": 1e-3, "batchSize": 4, "maxLength": 96, "loggingSteps": 1}
+SMALL = {"maxSteps": 4, "learningRate": 1e-3, "batchSize": 4, "maxLength": 192, "loggingSteps": 1}
 STAGES = {"sft": "SFTJob", "rm": "RewardModelJob", "ppo": "PPOJob"}
 LABELS = ["negative", "positive"]
 SENTENCE = {"text": "sentence"}  # sst2 names its text column "sentence"
@@ -363,6 +363,31 @@ def test_every_stage_runs_on_each_family(  # type: ignore[no-untyped-def]
     assert (output / "model" / "COMPLETE").exists()
 
 
+def test_conversations_cut_away_by_max_length_are_a_clear_error(  # type: ignore[no-untyped-def]
+    family_model, hub_file, write_config, capsys
+) -> None:
+    """Llama-3's template opens every conversation with a ~30-token system header, so at
+    maxLength 64 no assistant turn of a Capybara conversation survives truncation and no
+    example has a token to learn: a setting to fix (exit 65/78 naming maxLength), not a crash
+    of the data loader (was: exit 1, "num_samples should be a positive integer value")."""
+    from rlhf_trainer.errors import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR
+
+    from tests.trainer.conftest import CPU
+
+    spec = {
+        **CPU,
+        "model": _pvc(),
+        "dataset": _dataset("messages"),
+        "training": {**SMALL, "maxLength": 64},
+        "generation": {"samples": 0},
+    }
+    inputs = {"model": str(family_model("llama3")), "dataset": str(hub_file("capybara", 24))}
+    code, _ = _run_stage(write_config, "sft", "too-long", spec, inputs)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code in (EXIT_DATA_ERROR, EXIT_CONFIG_ERROR), error
+    assert "maxLength" in error
+
+
 # --- "Done when": examples/pipeline.yaml end to end on each family --------------------------
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "pipeline.yaml"
@@ -374,11 +399,11 @@ HUB_STAND_INS = {
 }
 # Steps and lengths cut for a CPU; every other setting is the example's.
 CPU_TRAINING = {
-    "SFTJob": {"maxSteps": 30, "learningRate": 3e-3, "batchSize": 8, "maxLength": 128},
+    "SFTJob": {"maxSteps": 60, "learningRate": 3e-3, "batchSize": 8, "maxLength": 128},
     "RewardModelJob": {"maxSteps": 30, "learningRate": 3e-3, "batchSize": 8, "maxLength": 128},
-    "PPOJob": {"learningRate": 3e-4, "batchSize": 8},
+    "PPOJob": {"learningRate": 3e-4, "batchSize": 8, "loggingSteps": 1},
 }
-CPU_PPO = {"totalEpisodes": 96, "rolloutBatchSize": 16, "responseLength": 12, "evalPrompts": 12}
+CPU_PPO = {"totalEpisodes": 256, "rolloutBatchSize": 32, "responseLength": 12, "evalPrompts": 24}
 
 
 def example_documents() -> dict[str, dict[str, Any]]:
@@ -464,7 +489,7 @@ def test_the_example_pipeline_runs_on_each_family(  # type: ignore[no-untyped-de
         {
             "policy": str(sft_output / "model"),
             "rewardModel": str(rm_output / "model"),
-            "dataset": str(hub_file(ppo_shape, 48)),
+            "dataset": str(hub_file(ppo_shape, 96)),
         },
         name="ppo",
     )
@@ -472,4 +497,14 @@ def test_the_example_pipeline_runs_on_each_family(  # type: ignore[no-untyped-de
     ppo_result = summary(ppo_output)
     assert ppo_result["phase"] == "Succeeded"
     metrics = ppo_result["metrics"]
+    scores = [row["objective/scores"] for row in ppo_result["history"] if "objective/scores" in row]
+    print(
+        f"{family}: SFT eval loss {sft_result['metrics']['eval_loss']:.3f},"
+        f" RM held-out accuracy {rm_result['metrics']['eval_accuracy']:.3f},"
+        f" PPO scores {scores[0]:.2f} -> {scores[-1]:.2f},"
+        f" eval reward {metrics['eval/reward_reference']:.2f}"
+        f" -> {metrics['eval/reward_policy']:.2f}, win rate {metrics['eval/win_rate']:.2f}"
+    )
+    # The policy moved towards what the reward model prefers, on held-out prompts.
     assert metrics["eval/reward_policy"] > metrics["eval/reward_reference"]
+    assert metrics["eval/win_rate"] > 0.5
