@@ -316,6 +316,30 @@ def generation_eos_ids(family: str, tokenizer: Any) -> list[int]:
     return _ids(tokenizer, *stops)
 
 
+# tokenizer_config.json settings of the released tokenizers that transformers reads when it
+# loads them (the class, and Qwen2.5's explicit null BOS/UNK); the tokenizer.json is ours.
+RELEASED_TOKENIZER_CONFIG: dict[str, dict[str, Any]] = {
+    "llama3": {"tokenizer_class": "PreTrainedTokenizerFast"},
+    "qwen2.5": {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "unk_token": None,
+        "add_prefix_space": False,
+        "errors": "replace",
+        "split_special_tokens": False,
+    },
+    "mistral": {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False},
+    "gemma": {"tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "add_eos_token": False},
+    "bert": {"tokenizer_class": "BertTokenizer", "do_lower_case": True},
+}
+
+
+def _as_released(family: str, folder: Path) -> None:
+    path = folder / "tokenizer_config.json"
+    settings = json.loads(path.read_text())
+    path.write_text(json.dumps({**settings, **RELEASED_TOKENIZER_CONFIG[family]}, indent=2))
+
+
 def build_family(family: str, folder: Path, seed: int = 0) -> Path:
     """Write a tiny model of ``family`` (weights, tokenizer, generation config) into ``folder``."""
     import torch
@@ -342,6 +366,7 @@ def build_family(family: str, folder: Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    _as_released(family, folder)
     if family != "bert":
         generation = GenerationConfig(
             bos_token_id=tokenizer.bos_token_id,

@@ -60,7 +60,7 @@ def _check_llama3(tokenizer: Any, folder: Path) -> None:
 
 def _check_qwen(tokenizer: Any, folder: Path) -> None:
     endoftext, im_end = _token_ids(tokenizer, "<|endoftext|>", "<|im_end|>")
-    assert tokenizer.bos_token is None
+    assert tokenizer.bos_token is None and tokenizer.unk_token is None
     assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
     assert tokenizer.pad_token_id == tokenizer.eos_token_id == endoftext
     assert endoftext not in tokenizer("x").input_ids
