@@ -176,3 +176,97 @@ def test_distributed_strategies_map_to_transformers_arguments() -> None:
     zero3 = distributed_arguments("deepspeed-zero3")["deepspeed"]["zero_optimization"]
     assert zero3["stage"] == 3 and zero3["stage3_gather_16bit_weights_on_model_save"]
     assert distributed_arguments("deepspeed-zero2")["deepspeed"]["zero_optimization"]["stage"] == 2
+
+
+# --- conversational data ---------------------------------------------------------------
+
+
+def _capybara_rows(count: int, seed: int = 0) -> list[dict]:
+    """Multi-turn conversations shaped like trl-lib/Capybara, in the tiny review world."""
+    import random
+
+    from rlhf_trainer.presets import NEGATIVE, POSITIVE, SUBJECTS, prompt_for, review
+
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        first, second = SUBJECTS[index % len(SUBJECTS)], rng.choice(SUBJECTS)
+        words = POSITIVE if index % 2 else NEGATIVE
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt_for(first)},
+                    {"role": "assistant", "content": review(first, *rng.sample(words, 2))},
+                    {"role": "user", "content": prompt_for(second)},
+                    {"role": "assistant", "content": review(second, *rng.sample(words, 2))},
+                ]
+            }
+        )
+    return rows
+
+
+def _write_jsonl_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_messages_with_default_completion_only_loss_learn(write_config, tmp_path, capsys) -> None:
+    """Capybara-shaped messages with defaults (completionOnlyLoss true) on a template with no
+    {% generation %} markers: a notice, then completion masking on the last answer (this
+    crashed with TRL's "not training-compatible" error)."""
+    data = _write_jsonl_rows(tmp_path / "chat.jsonl", _capybara_rows(96))
+    spec = {
+        **CPU,
+        "model": {"preset": "tiny"},
+        "dataset": {"pvc": {"claimName": "data", "path": "chat.jsonl"}, "evalFraction": 0.1},
+        "training": {
+            "maxSteps": 40,
+            "learningRate": 3e-3,
+            "batchSize": 8,
+            "maxLength": 96,
+            "loggingSteps": 5,
+        },
+        "generation": {"samples": 2, "maxNewTokens": 10, "temperature": 0},
+    }
+    config, output = write_config(job_manifest("SFTJob", "chat", spec), {"dataset": str(data)})
+    assert run_stage("sft", config, train) == 0
+    out = capsys.readouterr().out
+    assert out.count("rlhf-trainer: notice: the model's chat template cannot mark") == 1
+    metrics = summary(output)["metrics"]
+    assert metrics["eval_loss"] < 0.4 * first_logged(output, "loss")
+    samples = [
+        json.loads(line) for line in (output / "model" / "samples.jsonl").read_text().splitlines()
+    ]
+    # The prompt keeps the earlier answer and ends with the assistant header.
+    assert all(s["prompt"].count("<|assistant|>") == 2 for s in samples)
+    assert all(s["prompt"].endswith("<|assistant|>") for s in samples)
+
+
+def test_conversational_prompt_completion_gives_conversational_candidates(
+    write_config, tmp_path
+) -> None:
+    from rlhf_trainer.data import load_files, preference_pairs
+
+    rows = [
+        {"prompt": r["messages"][:3], "completion": r["messages"][3:]} for r in _capybara_rows(32)
+    ]
+    data = _write_jsonl_rows(tmp_path / "pc.jsonl", rows)
+    spec = {
+        **CPU,
+        "model": {"preset": "tiny"},
+        "dataset": {"pvc": {"claimName": "data", "path": "pc.jsonl"}},
+        "training": {"maxSteps": 4, "learningRate": 3e-3, "batchSize": 8, "maxLength": 96},
+        "generation": {
+            "samples": 0,
+            "maxNewTokens": 6,
+            "candidates": {"perPrompt": 2, "maxPrompts": 3},
+        },
+    }
+    config, output = write_config(job_manifest("SFTJob", "pc", spec), {"dataset": str(data)})
+    assert run_stage("sft", config, train) == 0
+    candidates = load_files(output / "candidates.jsonl", "auto")
+    assert candidates[0]["prompt"] == rows[0]["prompt"]
+    assert candidates[0]["responses"][0][0]["role"] == "assistant"
+    # Labelers reorder them; the reward stage reads them as conversational rankings.
+    pairs = preference_pairs(candidates, "ranking", str(output / "candidates.jsonl"))
+    assert len(pairs) == 3 and pairs[0]["prompt"] == rows[0]["prompt"]
