@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from rlhf_trainer.lifecycle import run_stage
 from rlhf_trainer.sft import train
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from tests.trainer.conftest import CPU, first_logged, job_manifest, summary
+from tests.trainer.families import CAUSAL_FAMILIES
 
 
 def test_causal_lm_learns_and_publishes_a_complete_model(write_config) -> None:
@@ -270,3 +272,41 @@ def test_conversational_prompt_completion_gives_conversational_candidates(
     # Labelers reorder them; the reward stage reads them as conversational rankings.
     pairs = preference_pairs(candidates, "ranking", str(output / "candidates.jsonl"))
     assert len(pairs) == 3 and pairs[0]["prompt"] == rows[0]["prompt"]
+
+
+@pytest.mark.parametrize("family", CAUSAL_FAMILIES)
+def test_capybara_messages_learn_on_each_family(
+    family, family_model, hub_file, write_config, capsys
+) -> None:
+    """The released chat templates have no {% generation %} markers: Gemma's has a TRL
+    training version (assistant-only loss), the others fall back to completion masking."""
+    from rlhf_trainer.chat import assistant_masks_supported
+    from transformers import AutoTokenizer
+
+    model = family_model(family)
+    spec = {
+        **CPU,
+        "model": {"pvc": {"claimName": "models", "path": family}},
+        "dataset": {"pvc": {"claimName": "data", "path": "capybara.jsonl"}, "evalFraction": 0.125},
+        "training": {
+            "maxSteps": 40,
+            "learningRate": 5e-3,
+            "batchSize": 8,
+            "maxLength": 256,
+            "loggingSteps": 2,
+        },
+        "generation": {"samples": 2, "maxNewTokens": 8, "temperature": 0},
+    }
+    inputs = {"model": str(model), "dataset": str(hub_file("capybara", count=64))}
+    config, output = write_config(job_manifest("SFTJob", "chat", spec), inputs)
+    assert run_stage("sft", config, train) == 0
+    masked_by_trl = assistant_masks_supported(AutoTokenizer.from_pretrained(model))
+    assert masked_by_trl == (family == "gemma")
+    assert ("rlhf-trainer: notice:" in capsys.readouterr().out) != masked_by_trl
+    first, final = first_logged(output, "loss"), summary(output)["metrics"]["eval_loss"]
+    print(f"{family}: first loss {first:.3f}, eval loss {final:.3f}")
+    assert final < first / 2.5
+    # Sample prompts are multi-turn conversations: strict templates (Mistral, Gemma) rendered
+    # them, so earlier assistant turns were kept and the turns alternate.
+    samples = (output / "model" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 2
