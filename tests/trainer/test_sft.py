@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from rlhf_trainer.data import Splits
 from rlhf_trainer.lifecycle import run_stage
 from rlhf_trainer.sft import train
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
@@ -310,3 +311,42 @@ def test_capybara_messages_learn_on_each_family(
     # them, so earlier assistant turns were kept and the turns alternate.
     samples = (output / "model" / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 2
+
+
+@pytest.mark.parametrize(("shape", "bos_from"), [("tldr", "tokenizer"), ("capybara", "template")])
+def test_sample_prompts_hold_one_bos_as_in_training(
+    family_model, hub_file, shape, bos_from
+) -> None:
+    """Plain prompts get the tokenizer's BOS (TRL tokenizes them so); chat-rendered prompts
+    already hold the template's, and must not get a second one."""
+    from types import SimpleNamespace
+
+    import torch
+    from rlhf_trainer.data import load_files
+    from rlhf_trainer.sft import _samples
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = family_model("llama3")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    seen: list[list[int]] = []
+
+    def record(input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: object) -> torch.Tensor:
+        seen.extend(
+            row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)
+        )
+        return torch.cat([input_ids, input_ids[:, -1:]], dim=1)
+
+    model.generate = record
+    data = load_files(hub_file(shape, count=4), "auto")
+    data_format = "messages" if shape == "capybara" else "prompt-completion"
+    generation = SimpleNamespace(samples=2, max_new_tokens=1, temperature=0.0, top_p=1.0)
+    context = SimpleNamespace(
+        spec=SimpleNamespace(generation=generation, training=SimpleNamespace(seed=0))
+    )
+    _samples(context, model, tokenizer, Splits(data, None, data_format, "data"))
+    assert len(seen) == 2
+    assert all(
+        ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in seen
+    )
