@@ -350,3 +350,27 @@ def test_sample_prompts_hold_one_bos_as_in_training(
     assert all(
         ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in seen
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "shape"),
+    [("mistral", "prompt_completion_conversational"), ("qwen2.5", "tldr"), ("llama3", "tldr")],
+)
+def test_prompt_completion_shapes_learn_on_families(
+    family, shape, family_model, hub_file, write_config
+) -> None:
+    """prompt/completion as message lists (strict Mistral template) or as strings (Qwen2.5:
+    pad = EOS; Llama-3: no pad) train with completion-only loss."""
+    spec = {
+        **CPU,
+        "model": {"pvc": {"claimName": "models", "path": family}},
+        "dataset": {"pvc": {"claimName": "data", "path": "pc.jsonl"}, "evalFraction": 0.125},
+        "training": {"maxSteps": 30, "learningRate": 5e-3, "batchSize": 8, "maxLength": 128},
+        "generation": {"samples": 1, "maxNewTokens": 4, "temperature": 0},
+    }
+    inputs = {"model": str(family_model(family)), "dataset": str(hub_file(shape, count=64))}
+    config, output = write_config(job_manifest("SFTJob", "pc", spec), inputs)
+    assert run_stage("sft", config, train) == 0
+    first, final = first_logged(output, "loss"), summary(output)["metrics"]["eval_loss"]
+    print(f"{family}/{shape}: first loss {first:.3f}, eval loss {final:.3f}")
+    assert final < first / 2.5
