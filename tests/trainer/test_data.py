@@ -155,7 +155,7 @@ def test_conversational_rankings_become_every_ordered_pair(tmp_path) -> None:
     answers = [[assistant("best")], [assistant("middle")], [assistant("worst")]]
     ranked = table([{"prompt": [user("Q")], "responses": answers}], tmp_path)
     pairs = preference_pairs(ranked, "ranking", ORIGIN)
-    assert sorted(pairs.column_names) == ["chosen", "prompt", "rejected"]
+    assert pairs.column_names == ["prompt", "chosen", "rejected"]
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
         ("best", "middle"),
         ("best", "worst"),
@@ -232,3 +232,40 @@ def tiny_tokenizer(preset_cache):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_path(str(preset_cache)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "stage", "data_format", "columns", "kind"),
+    [
+        ("capybara", "sft", "messages", None, list),
+        ("tldr", "sft", "prompt-completion", None, str),
+        ("prompt_completion_conversational", "sft", "prompt-completion", None, list),
+        ("ultrafeedback_binarized", "rm", "preference", ["chosen", "rejected"], list),
+        ("preference_conversational", "rm", "preference", ["prompt", "chosen", "rejected"], list),
+        ("preference", "rm", "preference", ["prompt", "chosen", "rejected"], str),
+        ("ranking", "rm", "ranking", ["prompt", "chosen", "rejected"], str),
+        ("ranking_conversational", "rm", "ranking", ["prompt", "chosen", "rejected"], list),
+        ("rating", "rm", "rating", ["prompt", "response", "score"], str),
+        ("rating_conversational", "rm", "rating", ["prompt", "response", "score"], list),
+        ("ultrafeedback_prompt", "ppo", "prompt", None, list),
+    ],
+)
+def test_hub_shapes_are_detected_checked_and_shaped(
+    hub_file, shape, stage, data_format, columns, kind
+) -> None:
+    """The Hub datasets' exact column shapes: "auto" finds the format, the check passes,
+    and the reward stage's shaping keeps strings as strings and messages as messages."""
+    from rlhf_trainer.data import detect_format
+
+    dataset = load_files(hub_file(shape, count=6), "auto")
+    assert detect_format(dataset.column_names, stage, "auto", ORIGIN) == data_format
+    check_shapes(dataset, stage, data_format, ORIGIN)
+    if columns is None:
+        return
+    shaped = (
+        rating_texts(dataset, ORIGIN)
+        if data_format == "rating"
+        else preference_pairs(dataset, data_format, ORIGIN)
+    )
+    assert shaped.column_names == columns
+    assert all(isinstance(shaped[0][name], kind) for name in columns if name != "score")

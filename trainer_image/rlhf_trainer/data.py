@@ -414,9 +414,8 @@ def ranking_to_pairs(dataset: Any, origin: str) -> Any:
     has_prompt = "prompt" in dataset.column_names
 
     def expand(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        pairs: dict[str, list[Any]] = {"chosen": [], "rejected": []}
-        if has_prompt:
-            pairs["prompt"] = []
+        pairs: dict[str, list[Any]] = {"prompt": []} if has_prompt else {}
+        pairs.update(chosen=[], rejected=[])
         prompts = batch["prompt"] if has_prompt else [None] * len(batch["responses"])
         for prompt, responses in zip(prompts, batch["responses"], strict=True):
             for better, worse in itertools.combinations(responses, 2):
