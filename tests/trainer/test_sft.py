@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from rlhf_trainer.data import Splits
+from rlhf_trainer.data import Splits, sft_prompt_completion
 from rlhf_trainer.lifecycle import run_stage
 from rlhf_trainer.sft import train
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
@@ -374,3 +374,38 @@ def test_prompt_completion_shapes_learn_on_families(
     first, final = first_logged(output, "loss"), summary(output)["metrics"]["eval_loss"]
     print(f"{family}/{shape}: first loss {first:.3f}, eval loss {final:.3f}")
     assert final < first / 2.5
+
+
+def test_fallback_masking_learns_only_the_last_answer(family_model, hub_file, tmp_path) -> None:
+    """On Mistral's template (no generation markers, no TRL training version) the tokens that
+    carry the loss are exactly the last assistant turn and its end of turn."""
+    from rlhf_trainer.data import load_files
+    from rlhf_trainer.sft import _loss_masking
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    folder = family_model("mistral")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.pad_token = tokenizer.eos_token
+    conversations = load_files(hub_file("capybara", count=4), "auto")
+    splits = Splits(conversations, None, "messages", "capybara.jsonl")
+    masking = _loss_masking(splits, tokenizer, completion_only_loss=True)
+    assert masking.to_prompt_completion and not masking.assistant_only
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(folder),
+        args=SFTConfig(
+            output_dir=str(tmp_path),
+            max_length=256,
+            completion_only_loss=True,
+            report_to=[],
+            use_cpu=True,
+        ),
+        train_dataset=sft_prompt_completion(conversations, "capybara.jsonl"),
+        processing_class=tokenizer,
+    )
+    row = trainer.train_dataset[1]
+    learnt = [label for label in row["labels"] if label != -100]
+    last_answer = conversations[1]["messages"][-1]["content"]
+    assert tokenizer.decode(learnt).strip() == f"{last_answer}</s>"
+    earlier_answer = conversations[1]["messages"][1]["content"]
+    assert earlier_answer in tokenizer.decode(row["input_ids"])
