@@ -409,3 +409,13 @@ def test_fallback_masking_learns_only_the_last_answer(family_model, hub_file, tm
     assert tokenizer.decode(learnt).strip() == f"{last_answer}</s>"
     earlier_answer = conversations[1]["messages"][1]["content"]
     assert earlier_answer in tokenizer.decode(row["input_ids"])
+
+
+def test_examples_cut_away_by_max_length_are_counted_or_refused() -> None:
+    from rlhf_trainer.errors import ConfigError
+    from rlhf_trainer.sft import _truncation_notice
+
+    assert _truncation_notice("training", 10, 10, 64) == ""
+    assert "3 of 10 training examples" in _truncation_notice("training", 10, 7, 64)
+    with pytest.raises(ConfigError, match=r"^spec.training.maxLength: maxLength 64 cuts every"):
+        _truncation_notice("evaluation", 4, 0, 64)

@@ -18,6 +18,7 @@ from .chat import (
     template_refusal,
 )
 from .data import Splits, label_ids, load_splits, sft_prompt_completion
+from .errors import ConfigError
 from .evaluation import classification_metrics, perplexity
 from .generation import generate
 from .lifecycle import Context, StageResult, publish_pretrained
@@ -86,6 +87,14 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
         if refusal is not None:
             raise refusal from error
         raise
+    for part, given, kept in (
+        ("training", train_set, trainer.train_dataset),
+        ("evaluation", eval_set, trainer.eval_dataset),
+    ):
+        if given is not None:
+            notice = _truncation_notice(part, len(given), len(kept), spec.training.max_length)
+            if notice and context.is_main:
+                print(f"rlhf-trainer: notice: {notice}", flush=True)
     train_output = hf.train_resumably(context, trainer)
     metrics: dict[str, float] = {"train_loss": float(train_output.training_loss)}
     if has_eval:
@@ -140,6 +149,24 @@ def _loss_masking(splits: Splits, tokenizer: Any, completion_only_loss: bool) ->
             " conversation trains on its last assistant turn, with the turns before it as"
             " the prompt (completionOnlyLoss: false trains on every token instead)"
         ),
+    )
+
+
+def _truncation_notice(part: str, given: int, kept: int, max_length: int) -> str:
+    """TRL drops examples that truncation to maxLength leaves without a token to learn:
+    a notice when some go, a ConfigError when all of them do."""
+    if kept == given:
+        return ""
+    if kept == 0:
+        raise ConfigError(
+            f"maxLength {max_length} cuts every {part} example before its first token to"
+            " learn (the prompt, with the chat template's header, fills it); raise"
+            " training.maxLength or shorten the prompts",
+            field="spec.training.maxLength",
+        )
+    return (
+        f"maxLength {max_length} leaves no token to learn in {given - kept} of {given}"
+        f" {part} examples; they are skipped (raise training.maxLength to keep them)"
     )
 
 
