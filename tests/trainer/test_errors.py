@@ -144,3 +144,113 @@ def test_config_for_another_stage_is_refused(write_config, capsys) -> None:
     config, _ = write_config(manifest)
     assert run_stage("rm", config, train_reward) == EXIT_CONFIG_ERROR
     assert "stage rm runs RewardModelJob, but the config holds a SFTJob" in capsys.readouterr().err
+
+
+# --- conversational data and chat templates --------------------------------------------
+
+USER = {"role": "user", "content": "Review of the park:"}
+ANSWER = {"role": "assistant", "content": " the park was fun and lovely."}
+GOOD_CHAT = {"messages": [USER, ANSWER]}
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "column", "words"),
+    [
+        ({"messages": ["Review of the park:", "the park was fun."]}, "messages", "list of str"),
+        ({"messages": []}, "messages", "empty list"),
+        ({"messages": [{"content": "Review of the park:"}, ANSWER]}, "messages", "'role'"),
+        ({"messages": [USER, {"role": "assistant"}]}, "messages", "'content'"),
+        ({"messages": [USER]}, "messages", "no assistant turn"),
+    ],
+)
+def test_bad_conversations_name_file_column_and_row(
+    write_config, tmp_path, capsys, bad_row, column, words
+) -> None:
+    data = _write_rows(tmp_path / "sft.jsonl", [GOOD_CHAT, GOOD_CHAT, bad_row])
+    code, error, termination = _run("sft", write_config, _pvc_sft(), {"dataset": str(data)}, capsys)
+    assert code == EXIT_DATA_ERROR
+    assert f"{data}: {column}: row 3 " in error and words in error
+    assert termination["reason"] == "DataError"
+
+
+def test_prompt_and_completion_of_different_shapes_are_refused(
+    write_config, tmp_path, capsys
+) -> None:
+    rows = [{"prompt": [USER], "completion": [ANSWER]}, {"prompt": [USER], "completion": "fun."}]
+    data = _write_rows(tmp_path / "sft.jsonl", rows)
+    code, error, _ = _run("sft", write_config, _pvc_sft(), {"dataset": str(data)}, capsys)
+    assert code == EXIT_DATA_ERROR
+    assert f"{data}: completion: row 2 holds a string but row 1 holds a list of messages" in error
+
+
+def test_preference_answer_that_is_a_mapping_is_refused(write_config, tmp_path, capsys) -> None:
+    rows = [
+        {"chosen": [USER, ANSWER], "rejected": [USER, ANSWER]},
+        {"chosen": ANSWER, "rejected": "x"},
+    ]
+    data = _write_rows(tmp_path / "prefs.jsonl", rows)
+    manifest = job_manifest(
+        "RewardModelJob",
+        "bad",
+        {
+            **CPU,
+            "model": {"preset": "tiny"},
+            "dataset": {"pvc": {"claimName": "data", "path": "prefs.jsonl"}},
+            "training": TRAINING,
+        },
+    )
+    code, error, _ = _run("rm", write_config, manifest, {"dataset": str(data)}, capsys)
+    assert code == EXIT_DATA_ERROR
+    assert f"{data}: chosen: row 2 holds a single mapping" in error
+
+
+def _tiny_model_with_template(preset_cache: Path, folder: Path, template: str | None) -> Path:
+    """A copy of the tiny model whose tokenizer has another chat template (or none)."""
+    import shutil
+
+    from rlhf_trainer.presets import tiny_model_path
+
+    shutil.copytree(tiny_model_path(str(preset_cache)), folder)
+    (folder / "chat_template.jinja").unlink()
+    if template is not None:
+        (folder / "chat_template.jinja").write_text(template)
+    return folder
+
+
+def test_conversations_for_a_model_without_chat_template_are_a_config_error(
+    write_config, tmp_path, preset_cache, capsys
+) -> None:
+    model = _tiny_model_with_template(preset_cache, tmp_path / "base-model", None)
+    data = _write_rows(tmp_path / "sft.jsonl", [GOOD_CHAT] * 4)
+    manifest = _pvc_sft({"model": {"pvc": {"claimName": "models", "path": "base"}}})
+    inputs = {"dataset": str(data), "model": str(model)}
+    code, error, termination = _run("sft", write_config, manifest, inputs, capsys)
+    assert code == EXIT_CONFIG_ERROR
+    assert "spec.model: the tokenizer has no chat template" in error and "plain-text" in error
+    assert termination["reason"] == "ConfigError"
+
+
+# Mistral's rule, as its template writes it: user and assistant turns alternate.
+STRICT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]"
+    "{% else %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def test_conversation_a_strict_template_refuses_names_the_row(
+    write_config, tmp_path, preset_cache, capsys
+) -> None:
+    model = _tiny_model_with_template(preset_cache, tmp_path / "strict-model", STRICT_TEMPLATE)
+    user_user = {"messages": [USER, USER, ANSWER]}
+    data = _write_rows(tmp_path / "sft.jsonl", [GOOD_CHAT] * 3 + [user_user])
+    manifest = _pvc_sft(
+        {"model": {"pvc": {"claimName": "models", "path": "strict"}}, "completionOnlyLoss": False}
+    )
+    inputs = {"dataset": str(data), "model": str(model)}
+    code, error, _ = _run("sft", write_config, manifest, inputs, capsys)
+    assert code == EXIT_DATA_ERROR
+    assert f"{data}: messages: row 4 is refused by the model's chat template" in error
+    assert "must alternate" in error

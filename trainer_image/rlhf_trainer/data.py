@@ -8,6 +8,7 @@ problems are reported as DataError naming the file and the column.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from rlhf_operator.api import DatasetSource
 from rlhf_operator.api.trainer_config import TrainerConfig, hub_token_variable
 
+from .chat import Kind, split_last_assistant_turn, value_kind
 from .errors import DataError
 from .presets import tiny_records
 
@@ -35,6 +37,52 @@ FORMAT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "ppo": {"messages": ("messages",), "prompt": ("prompt",)},
 }
 PRESET_SIZES = {"sft": 512, "rm": 512, "ppo": 256}
+TEXT: frozenset[Kind] = frozenset({"text"})
+CONVERSATION: frozenset[Kind] = frozenset({"conversation"})
+EITHER: frozenset[Kind] = TEXT | CONVERSATION
+
+
+@dataclass(frozen=True)
+class ColumnShape:
+    """What one column of a format may hold: plain text, a conversation, or either."""
+
+    name: str
+    kinds: frozenset[Kind]
+    optional: bool = False
+    many: bool = False
+    """A list of values (a ranking's responses), each of the kinds above."""
+
+
+# The shape of every column each format reads. The columns of one row that may be text
+# or conversations must agree (TRL joins prompt + completion, prompt + chosen, ...).
+FORMAT_SHAPES: dict[str, dict[str, tuple[ColumnShape, ...]]] = {
+    "sft": {
+        "messages": (ColumnShape("messages", CONVERSATION),),
+        "prompt-completion": (ColumnShape("prompt", EITHER), ColumnShape("completion", EITHER)),
+        "classification": (ColumnShape("text", TEXT),),
+        "text": (ColumnShape("text", TEXT),),
+    },
+    "rm": {
+        "preference": (
+            ColumnShape("prompt", EITHER, optional=True),
+            ColumnShape("chosen", EITHER),
+            ColumnShape("rejected", EITHER),
+        ),
+        "ranking": (
+            ColumnShape("prompt", EITHER, optional=True),
+            ColumnShape("responses", EITHER, many=True),
+        ),
+        "rating": (
+            ColumnShape("text", TEXT, optional=True),
+            ColumnShape("prompt", EITHER, optional=True),
+            ColumnShape("response", EITHER, optional=True),
+        ),
+    },
+    "ppo": {
+        "messages": (ColumnShape("messages", CONVERSATION),),
+        "prompt": (ColumnShape("prompt", EITHER),),
+    },
+}
 
 
 @dataclass
@@ -59,6 +107,7 @@ def load_splits(source: DatasetSource, stage: str, config: TrainerConfig, seed: 
     data_format = detect_format(train.column_names, stage, requested, origin)
     if len(train) == 0:
         raise DataError("the dataset is empty", where=origin)
+    check_shapes(train, stage, data_format, origin)
     if source.max_samples is not None and len(train) > source.max_samples:
         train = train.shuffle(seed=seed).select(range(source.max_samples))
     if evaluation is None and source.eval_fraction is not None:
@@ -68,6 +117,7 @@ def load_splits(source: DatasetSource, stage: str, config: TrainerConfig, seed: 
         train, evaluation = parts["train"], parts["test"]
     if evaluation is not None:
         detect_format(evaluation.column_names, stage, data_format, origin + " (evaluation)")
+        check_shapes(evaluation, stage, data_format, origin + " (evaluation)")
     return Splits(train, evaluation, data_format, origin)
 
 
@@ -206,21 +256,171 @@ def label_ids(dataset: Any, labels: list[str], origin: str) -> Any:
     return dataset.map(convert, with_indices=True)
 
 
+def check_shapes(dataset: Any, stage: str, data_format: str, origin: str) -> None:
+    """Refuse values of the wrong shape, naming the file, the column and the row.
+
+    Each column a format reads holds plain text or conversations as ``FORMAT_SHAPES``
+    says, one shape for the whole column, and the text-or-conversation columns of a row
+    agree. SFT conversations need an assistant turn to learn from. Ratings need ``text``
+    or ``prompt`` + ``response``.
+    """
+    shapes = [
+        shape
+        for shape in FORMAT_SHAPES[stage][data_format]
+        if shape.name in dataset.column_names or not shape.optional
+    ]
+    if stage == "rm" and data_format == "rating":
+        _check_rating_columns(dataset.column_names, origin)
+        read = ("text",) if "text" in dataset.column_names else ("prompt", "response")
+        shapes = [shape for shape in shapes if shape.name in read]
+    names = [shape.name for shape in shapes]
+    first_seen: dict[str, tuple[Kind, int]] = {}
+    row = 0
+    for batch in dataset.select_columns(names).iter(batch_size=1000):
+        for values in zip(*(batch[name] for name in names), strict=True):
+            row += 1
+            kinds = {
+                shape.name: _column_kind(shape, value, origin, row)
+                for shape, value in zip(shapes, values, strict=True)
+            }
+            for name, kind in kinds.items():
+                seen = first_seen.setdefault(name, (kind, row))
+                if seen[0] != kind:
+                    raise DataError(
+                        f"row {row} holds {_kind_words(kind)} but row {seen[1]} holds"
+                        f" {_kind_words(seen[0])}; keep one shape in a column",
+                        where=origin,
+                        field=name,
+                    )
+            _check_row_agrees(kinds, origin, row)
+            if stage == "sft" and data_format == "messages":
+                _require_assistant_turn(values[0], origin, row)
+
+
+def _column_kind(shape: ColumnShape, value: Any, origin: str, row: int) -> Kind:
+    if shape.many:
+        if not isinstance(value, list | tuple) or len(value) < 2:
+            raise DataError(
+                f"row {row} needs a list of at least two responses, best first",
+                where=origin,
+                field=shape.name,
+            )
+        kinds = {value_kind(item, where=origin, column=shape.name, row=row) for item in value}
+        if len(kinds) > 1:
+            raise DataError(
+                f"row {row} mixes strings and message lists; give every response the same shape",
+                where=origin,
+                field=shape.name,
+            )
+        kind = kinds.pop()
+    else:
+        kind = value_kind(value, where=origin, column=shape.name, row=row)
+    if kind not in shape.kinds:
+        wanted = "a list of messages ({role, content})" if kind == "text" else "plain text"
+        hint = (
+            "use format text or prompt-completion for plain text"
+            if kind == "text"
+            else "use format messages or prompt-completion for conversations"
+        )
+        raise DataError(
+            f"row {row} holds {_kind_words(kind)}, but this column takes {wanted}; {hint}",
+            where=origin,
+            field=shape.name,
+        )
+    return kind
+
+
+def _check_row_agrees(kinds: dict[str, Kind], origin: str, row: int) -> None:
+    if len(set(kinds.values())) <= 1:
+        return
+    described = ", ".join(f"{name!r} {_kind_words(kind)}" for name, kind in kinds.items())
+    raise DataError(
+        f"row {row} mixes shapes ({described}); use strings in all of them or message lists"
+        " in all of them",
+        where=origin,
+        field=next(iter(kinds)),
+    )
+
+
+def _require_assistant_turn(messages: list[Any], origin: str, row: int) -> None:
+    if not any(message["role"] == "assistant" for message in messages):
+        raise DataError(
+            f"row {row} has no assistant turn, so there is nothing to learn; end each"
+            " conversation with the assistant's answer",
+            where=origin,
+            field="messages",
+        )
+
+
+def _check_rating_columns(columns: list[str], origin: str) -> None:
+    if "text" not in columns and not {"prompt", "response"} <= set(columns):
+        raise DataError(
+            "ratings need a 'text' column, or 'prompt' and 'response'"
+            f"; found {sorted(columns)} (rename with dataset.columns)",
+            where=origin,
+            field="text",
+        )
+
+
+def _kind_words(kind: Kind) -> str:
+    return "a string" if kind == "text" else "a list of messages"
+
+
+def sft_prompt_completion(dataset: Any, origin: str) -> Any:
+    """Conversations as TRL's conversational prompt-completion rows, for completion-only loss
+    on templates that cannot mask assistant turns: the prompt is every turn before the last
+    assistant turn (earlier answers included), the completion that last turn."""
+
+    def split(row: dict[str, Any], index: int) -> dict[str, Any]:
+        prompt, completion = split_last_assistant_turn(row["messages"])
+        if not completion:
+            _require_assistant_turn(row["messages"], origin, index + 1)
+        if not prompt:
+            raise DataError(
+                f"row {index + 1} starts with the assistant turn it learns; give a user turn"
+                " before it (or set completionOnlyLoss: false)",
+                where=origin,
+                field="messages",
+            )
+        return {"prompt": prompt, "completion": completion}
+
+    return dataset.map(split, with_indices=True, remove_columns=dataset.column_names)
+
+
+def preference_pairs(dataset: Any, data_format: str, origin: str) -> Any:
+    """Pairs for the Bradley-Terry loss from preferences or rankings, checked.
+
+    Returns columns ``chosen`` and ``rejected``, plus ``prompt`` only when the input had a
+    ``prompt`` column (TRL's explicit prompt; without it the prompt is implicit in each
+    answer). Every value is a string, or every value is a list of messages ({role, content})
+    as TRL's conversational preference data; a column never mixes them.
+    """
+    check_shapes(dataset, "rm", data_format, origin)
+    if data_format == "ranking":
+        return ranking_to_pairs(dataset, origin)
+    if data_format != "preference":
+        raise DataError(f"format {data_format} holds no pairs", where=origin)
+    keep = [name for name in ("prompt", "chosen", "rejected") if name in dataset.column_names]
+    return dataset.select_columns(keep)
+
+
 def ranking_to_pairs(dataset: Any, origin: str) -> Any:
-    """Expand rankings (responses best first) into every (better, worse) pair."""
+    """Expand rankings (``responses`` best first) into every (better, worse) pair.
+
+    Returns ``chosen``, ``rejected``, and ``prompt`` only when the rankings had one;
+    responses may be strings or lists of messages (the answer turns).
+    """
+    check_shapes(dataset, "rm", "ranking", origin)
+    has_prompt = "prompt" in dataset.column_names
 
     def expand(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        pairs: dict[str, list[Any]] = {"prompt": [], "chosen": [], "rejected": []}
-        prompts = batch.get("prompt") or [""] * len(batch["responses"])
+        pairs: dict[str, list[Any]] = {"prompt": []} if has_prompt else {}
+        pairs.update(chosen=[], rejected=[])
+        prompts = batch["prompt"] if has_prompt else [None] * len(batch["responses"])
         for prompt, responses in zip(prompts, batch["responses"], strict=True):
-            if not isinstance(responses, list) or len(responses) < 2:
-                raise DataError(
-                    "each ranking needs a list of at least two responses, best first",
-                    where=origin,
-                    field="responses",
-                )
             for better, worse in itertools.combinations(responses, 2):
-                pairs["prompt"].append(prompt or "")
+                if has_prompt:
+                    pairs["prompt"].append(prompt)
                 pairs["chosen"].append(better)
                 pairs["rejected"].append(worse)
         return pairs
@@ -229,24 +429,31 @@ def ranking_to_pairs(dataset: Any, origin: str) -> Any:
 
 
 def rating_texts(dataset: Any, origin: str) -> Any:
-    """Ratings as {"text", "score"}: "text", or "prompt" + "response"."""
-    columns = dataset.column_names
-    if "text" not in columns and not {"prompt", "response"} <= set(columns):
+    """Ratings, checked: ``score`` as a float plus ``text`` (a string) or ``prompt`` +
+    ``response`` (both strings, or both lists of messages), the shape left as it was.
+
+    The caller turns a prompt/response pair into the text the reward model reads (the
+    same way for training and for scoring); ``text`` wins when both forms are present.
+    """
+    _check_rating_columns(dataset.column_names, origin)
+    check_shapes(dataset, "rm", "rating", origin)
+    keep = ["text"] if "text" in dataset.column_names else ["prompt", "response"]
+    scores = [_score(value, origin, row) for row, value in enumerate(dataset["score"], start=1)]
+    return dataset.select_columns(keep).add_column("score", scores)
+
+
+def _score(value: Any, origin: str, row: int) -> float:
+    try:
+        if isinstance(value, bool) or value is None:
+            raise TypeError
+        score = float(value)
+        if not math.isfinite(score):
+            raise ValueError
+        return score
+    except (TypeError, ValueError):
         raise DataError(
-            "ratings need a 'text' column, or 'prompt' and 'response'", where=origin, field="text"
-        )
-
-    def shape(row: dict[str, Any]) -> dict[str, Any]:
-        text = row["text"] if "text" in row else row["prompt"] + row["response"]
-        try:
-            score = float(row["score"])
-        except (TypeError, ValueError):
-            raise DataError(
-                f"score {row['score']!r} is not a number", where=origin, field="score"
-            ) from None
-        return {"text": text, "score": score}
-
-    return dataset.map(shape, remove_columns=columns)
+            f"row {row} has score {value!r}, not a number", where=origin, field="score"
+        ) from None
 
 
 def prompt_texts(dataset: Any, data_format: str, tokenizer: Any) -> list[str]:

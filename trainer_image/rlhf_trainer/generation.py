@@ -16,8 +16,13 @@ def generate(
     per_prompt: int = 1,
     batch_size: int = 16,
     seed: int = 0,
+    add_special_tokens: bool = False,
 ) -> list[list[str]]:
-    """``per_prompt`` completions (text after the prompt) for each prompt."""
+    """``per_prompt`` completions (text after the prompt) for each prompt.
+
+    ``add_special_tokens``: let the tokenizer add its BOS (plain-text prompts, tokenized
+    so in training); chat-rendered prompts already hold the template's own.
+    """
     import torch
 
     device = next(model.parameters()).device
@@ -31,7 +36,9 @@ def generate(
     try:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
-            encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = tokenizer(
+                batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
+            )
             encoded = {name: tensor.to(device) for name, tensor in encoded.items()}
             sampling = temperature > 0
             with torch.no_grad():

@@ -4,11 +4,21 @@ transformers' Trainer (cross-entropy, early stopping, full classification report
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import hf
-from .data import Splits, label_ids, load_splits
+from .chat import (
+    assistant_masks_supported,
+    is_conversation,
+    prompt_turns,
+    render_prompt,
+    require_chat_template,
+    template_refusal,
+)
+from .data import Splits, label_ids, load_splits, sft_prompt_completion
+from .errors import ConfigError
 from .evaluation import classification_metrics, perplexity
 from .generation import generate
 from .lifecycle import Context, StageResult, publish_pretrained
@@ -33,9 +43,19 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
     from trl import SFTConfig, SFTTrainer
 
     spec = context.spec
+    conversational = _is_conversational(splits)
+    if conversational:
+        require_chat_template(tokenizer, "spec.model")
+    masking = _loss_masking(splits, tokenizer, spec.completion_only_loss)
+    if masking.notice and context.is_main:
+        print(f"rlhf-trainer: notice: {masking.notice}", flush=True)
+    train_set, eval_set = splits.train, splits.eval
+    if masking.to_prompt_completion:
+        train_set = sft_prompt_completion(train_set, splits.origin)
+        if eval_set is not None:
+            eval_set = sft_prompt_completion(eval_set, splits.origin + " (evaluation)")
     model = load_causal_lm(spec.model, "model", context.config, context.master_dtype())
-    has_eval = splits.eval is not None
-    template = tokenizer.chat_template or ""
+    has_eval = eval_set is not None
     arguments = SFTConfig(
         **hf.training_arguments(
             context,
@@ -47,22 +67,34 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
         max_length=spec.training.max_length,
         packing=spec.packing,
         completion_only_loss=spec.completion_only_loss,
-        assistant_only_loss=spec.completion_only_loss
-        and splits.format == "messages"
-        and "generation" in template,
+        assistant_only_loss=masking.assistant_only,
         eos_token=tokenizer.eos_token,
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=arguments,
-        train_dataset=splits.train,
-        eval_dataset=splits.eval,
-        processing_class=tokenizer,
-        peft_config=hf.lora_config(spec.lora, "CAUSAL_LM") if spec.lora else None,
-        callbacks=hf.callbacks(
-            context, spec.early_stopping, hf.samples_per_step(context, spec.training)
-        ),
-    )
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=arguments,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            processing_class=tokenizer,
+            peft_config=hf.lora_config(spec.lora, "CAUSAL_LM") if spec.lora else None,
+            callbacks=hf.callbacks(
+                context, spec.early_stopping, hf.samples_per_step(context, spec.training)
+            ),
+        )
+    except Exception as error:
+        refusal = _template_refusal(tokenizer, splits) if conversational else None
+        if refusal is not None:
+            raise refusal from error
+        raise
+    for part, given, kept in (
+        ("training", train_set, trainer.train_dataset),
+        ("evaluation", eval_set, trainer.eval_dataset),
+    ):
+        if given is not None:
+            notice = _truncation_notice(part, len(given), len(kept), spec.training.max_length)
+            if notice and context.is_main:
+                print(f"rlhf-trainer: notice: {notice}", flush=True)
     train_output = hf.train_resumably(context, trainer)
     metrics: dict[str, float] = {"train_loss": float(train_output.training_loss)}
     if has_eval:
@@ -90,30 +122,114 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
     return StageResult(metrics, key, {"samples": samples})
 
 
-def _prompts(splits: Splits, tokenizer: Any, limit: int) -> list[str]:
-    """Prompts from the evaluation data (or training data), the way the model sees them."""
+@dataclass(frozen=True)
+class LossMasking:
+    """How SFT keeps the loss off the prompt."""
+
+    assistant_only: bool
+    """TRL masks every token outside the assistant turns (needs template support)."""
+    to_prompt_completion: bool
+    """Conversations become prompt (earlier turns) + completion (last assistant turn)."""
+    notice: str = ""
+
+
+def _loss_masking(splits: Splits, tokenizer: Any, completion_only_loss: bool) -> LossMasking:
+    """Assistant-only loss where TRL can mask assistant turns with this chat template;
+    otherwise, for conversations, TRL's conversational prompt-completion masking."""
+    if splits.format != "messages" or not completion_only_loss:
+        return LossMasking(assistant_only=False, to_prompt_completion=False)
+    if assistant_masks_supported(tokenizer):
+        return LossMasking(assistant_only=True, to_prompt_completion=False)
+    return LossMasking(
+        assistant_only=False,
+        to_prompt_completion=True,
+        notice=(
+            "the model's chat template cannot mark assistant turns for the loss (no"
+            " {% generation %} markers, and TRL has no training version of it), so each"
+            " conversation trains on its last assistant turn, with the turns before it as"
+            " the prompt (completionOnlyLoss: false trains on every token instead)"
+        ),
+    )
+
+
+def _truncation_notice(part: str, given: int, kept: int, max_length: int) -> str:
+    """TRL drops examples that truncation to maxLength leaves without a token to learn:
+    a notice when some go, a ConfigError when all of them do."""
+    if kept == given:
+        return ""
+    if kept == 0:
+        raise ConfigError(
+            f"maxLength {max_length} cuts every {part} example before its first token to"
+            " learn (the prompt, with the chat template's header, fills it); raise"
+            " training.maxLength or shorten the prompts",
+            field="spec.training.maxLength",
+        )
+    return (
+        f"maxLength {max_length} leaves no token to learn in {given - kept} of {given}"
+        f" {part} examples; they are skipped (raise training.maxLength to keep them)"
+    )
+
+
+def _is_conversational(splits: Splits) -> bool:
+    if splits.format == "messages":
+        return True
+    if splits.format == "prompt-completion":
+        return is_conversation(splits.train[0]["prompt"])
+    return False
+
+
+def _template_refusal(tokenizer: Any, splits: Splits) -> Any:
+    """The first conversation the chat template refuses, as a DataError, or None."""
+    evaluation = splits.origin + " (evaluation)"
+    for dataset, where in ((splits.train, splits.origin), (splits.eval, evaluation)):
+        if dataset is None:
+            continue
+        if splits.format == "messages":
+            conversations: Any = dataset["messages"]
+            column = "messages"
+        else:
+            conversations = (
+                p + c for p, c in zip(dataset["prompt"], dataset["completion"], strict=True)
+            )
+            column = "prompt"
+        refusal = template_refusal(tokenizer, conversations, where=where, column=column)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _prompts(splits: Splits, tokenizer: Any, limit: int) -> list[Any]:
+    """Prompts from the evaluation data (or training data), as the data holds them: text, or
+    the conversation up to (not including) its last assistant turn."""
     source = splits.eval if splits.eval is not None else splits.train
     rows = source.select(range(min(limit, len(source))))
     if splits.format == "prompt-completion":
-        return [
-            prompt if isinstance(prompt, str) else _chat(tokenizer, prompt)
-            for prompt in rows["prompt"]
-        ]
+        return list(rows["prompt"])
     if splits.format == "messages":
-        prompts = []
-        for messages in rows["messages"]:
-            turns = (
-                messages[: max(1, len(messages) - 1)]
-                if messages[-1]["role"] == "assistant"
-                else messages
-            )
-            prompts.append(_chat(tokenizer, turns))
-        return prompts
+        return [prompt_turns(messages) for messages in rows["messages"]]
     return [text[: max(1, len(text) // 3)] for text in rows["text"]]
 
 
-def _chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+def _model_input(tokenizer: Any, prompt: Any) -> str:
+    """The text the model continues: a conversation rendered by the chat template."""
+    return render_prompt(tokenizer, prompt) if is_conversation(prompt) else str(prompt)
+
+
+def _generate_for(
+    context: Context, model: Any, tokenizer: Any, prompts: list[Any], **options: Any
+) -> list[list[str]]:
+    settings = context.spec.generation
+    conversational = bool(prompts) and is_conversation(prompts[0])
+    return generate(
+        model,
+        tokenizer,
+        [_model_input(tokenizer, prompt) for prompt in prompts],
+        max_new_tokens=settings.max_new_tokens,
+        top_p=settings.top_p,
+        # A chat template writes its own BOS; plain text gets the tokenizer's, as in training.
+        add_special_tokens=not conversational,
+        **options,
+    )
 
 
 def _samples(context: Context, model: Any, tokenizer: Any, splits: Splits) -> list[dict[str, Any]]:
@@ -121,39 +237,49 @@ def _samples(context: Context, model: Any, tokenizer: Any, splits: Splits) -> li
     if settings.samples == 0:
         return []
     prompts = _prompts(splits, tokenizer, settings.samples)
-    completions = generate(
+    completions = _generate_for(
+        context,
         model,
         tokenizer,
         prompts,
-        max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
-        top_p=settings.top_p,
         seed=context.spec.training.seed,
     )
-    return [{"prompt": p, "completion": c[0]} for p, c in zip(prompts, completions, strict=True)]
+    return [
+        {"prompt": _model_input(tokenizer, p), "completion": c[0]}
+        for p, c in zip(prompts, completions, strict=True)
+    ]
 
 
 def _candidates(
     context: Context, model: Any, tokenizer: Any, splits: Splits
 ) -> list[dict[str, Any]]:
     """Responses for people to rank: rows of the ranking format RewardModelJob reads
-    ({"prompt", "responses"}), to be reordered best first by the labelers."""
+    ({"prompt", "responses"}), to be reordered best first by the labelers. Conversational
+    data gives conversational rankings: the prompt's messages, each response one
+    assistant message in a list."""
     settings = context.spec.generation
     if settings.candidates is None:
         return []
     context.telemetry.set_state("generating candidates")
     prompts = _prompts(splits, tokenizer, settings.candidates.max_prompts)
-    responses = generate(
+    responses = _generate_for(
+        context,
         model,
         tokenizer,
         prompts,
-        max_new_tokens=settings.max_new_tokens,
         temperature=max(settings.temperature, 0.7),
-        top_p=settings.top_p,
         per_prompt=settings.candidates.per_prompt,
         seed=context.spec.training.seed + 1,
     )
-    return [{"prompt": p, "responses": r} for p, r in zip(prompts, responses, strict=True)]
+    return [
+        {"prompt": p, "responses": [_as_answer(p, text) for text in r]}
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+
+
+def _as_answer(prompt: Any, text: str) -> Any:
+    return [{"role": "assistant", "content": text}] if is_conversation(prompt) else text
 
 
 # --- sequence classification ---------------------------------------------------------

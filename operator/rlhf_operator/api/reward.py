@@ -15,10 +15,13 @@ class RewardDataset(DatasetSource):
     """Human feedback as preferences, rankings or ratings."""
 
     format: Literal["auto", "preference", "ranking", "rating"] = "auto"
-    """preference: "prompt" (optional), "chosen", "rejected"; ranking: "prompt" and
-    "responses", a list best first, expanded to every ordered pair; rating: "text" (or
-    "prompt" + "response") and a numeric "score", learnt by regression. "auto" decides
-    from the columns present."""
+    """preference: "prompt" (optional), "chosen", "rejected"; ranking: "prompt"
+    (optional) and "responses", a list best first, expanded to every ordered pair;
+    rating: "text" (or "prompt" + "response") and a numeric "score", learnt by
+    regression. Prompts and answers are strings, or message lists ({role, content}) as
+    TRL's conversational data (without "prompt", each answer holds the whole
+    conversation); one shape per row and column. "auto" decides from the columns
+    present."""
 
 
 class RewardTraining(Training):

@@ -17,9 +17,12 @@ class SFTDataset(DatasetSource):
     """Training data for SFT."""
 
     format: Literal["auto", "messages", "prompt-completion", "text", "classification"] = "auto"
-    """Row layout. messages: a "messages" list of {role, content}; prompt-completion:
-    "prompt" and "completion"; text: "text"; classification: "text" and "label" (a class
-    name from labels, or its index). "auto" decides from the columns present."""
+    """Row layout, as TRL's dataset formats. messages: a "messages" list of {role, content}
+    (roles system, user, assistant, tool; string content), rendered with the model's chat
+    template; prompt-completion: "prompt" and "completion", both strings or both message
+    lists; text: a "text" string; classification: "text" and "label" (a class name from
+    labels, or its index). "auto" decides from the columns present. A value of another
+    shape fails the job with a DataError naming the column and the row."""
 
 
 class EarlyStopping(ApiModel):
@@ -130,7 +133,10 @@ class SFTJobSpec(JobSpec):
     """Pack several short examples into each sequence (causal-lm only); attention does not
     cross example boundaries."""
     completion_only_loss: bool = True
-    """Learn only the completion (or assistant turns), not the prompt, where the format allows."""
+    """Learn only the completion, not the prompt. For messages: only the assistant turns
+    when the chat template can mark them (TRL's rule: {% generation %} markers, or a
+    training template TRL ships for it), otherwise only each conversation's last
+    assistant turn (the turns before it are the prompt; a notice says so)."""
     lora: Lora | None = None
     """Train LoRA adapters instead of all weights."""
     early_stopping: EarlyStopping | None = None
