@@ -14,6 +14,7 @@ from rlhf_operator.api import PolicyModelSource, RewardModelSource
 from rlhf_operator.api.trainer_config import InputSlot, TrainerConfig, hub_token_variable
 
 from .errors import ConfigError
+from .lifecycle import seed_everything
 from .presets import tiny_model_path
 
 ModelSource = PolicyModelSource | RewardModelSource
@@ -91,6 +92,9 @@ def _load(
     factory: Any, source: ModelSource, slot: InputSlot, config: TrainerConfig, **extra: Any
 ) -> Any:
     arguments = resolve(source, slot, config)
+    # Whatever ran before (building the tiny preset, tokenizing) the new weights a load
+    # creates (a classification or score head) start from the job's seed.
+    seed_everything(config.job.spec.training.seed)
     try:
         return factory.from_pretrained(**arguments, **extra)
     except OSError as error:
