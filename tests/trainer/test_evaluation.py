@@ -1,13 +1,21 @@
-"""Evaluation figures: the classification report equals scikit-learn's for any input."""
+"""Evaluation figures: the classification report equals scikit-learn's for any input;
+held-out test data is a seeded part of the data, disjoint from training and evaluation."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rlhf_operator.api.trainer_config import TrainerConfig
+from rlhf_trainer.data import load_splits
+from rlhf_trainer.errors import DataError
 from rlhf_trainer.evaluation import classification_metrics
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from tests.trainer.conftest import CPU, job_manifest
 
 
 @st.composite
@@ -58,3 +66,61 @@ def test_a_class_predicted_but_never_true_lowers_the_macro_average() -> None:
     assert figures["recall_macro"] == 0.25
     assert figures["f1_macro"] == pytest.approx((2 * 1 * 0.5 / 1.5) / 2)
     assert figures["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+# --- held-out test data ---------------------------------------------------------------
+
+
+def _config(tmp_path, dataset: dict, rows: list[dict]) -> TrainerConfig:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = {
+        **CPU,
+        "task": "sequence-classification",
+        "labels": ["negative", "positive"],
+        "model": {"preset": "tiny"},
+        "dataset": {"pvc": {"claimName": "data", "path": "train.jsonl"}, **dataset},
+    }
+    return TrainerConfig.model_validate(
+        {
+            "job": job_manifest("SFTJob", "split", spec),
+            "paths": {
+                "output": str(tmp_path / "out"),
+                "inputs": {"dataset": str(data / "train.jsonl")},
+            },
+        }
+    )
+
+
+ROWS = [{"text": f"review {i}", "label": "positive" if i % 3 else "negative"} for i in range(50)]
+
+
+def test_test_and_eval_fractions_are_seeded_disjoint_parts_of_the_data(tmp_path) -> None:
+    config = _config(tmp_path, {"testFraction": 0.2, "evalFraction": 0.1}, ROWS)
+    splits = load_splits(config.job.spec.dataset, "sft", config, seed=1)
+    train, evaluation, test = (
+        set(part["text"]) for part in (splits.train, splits.eval, splits.test)
+    )
+    assert (len(train), len(evaluation), len(test)) == (35, 5, 10)
+    assert not train & evaluation and not train & test and not evaluation & test
+    assert train | evaluation | test == {row["text"] for row in ROWS}
+    again = load_splits(config.job.spec.dataset, "sft", config, seed=1)
+    assert again.test["text"] == splits.test["text"] and again.eval["text"] == splits.eval["text"]
+    other = load_splits(config.job.spec.dataset, "sft", config, seed=2)
+    assert set(other.test["text"]) != test
+
+
+def test_test_split_is_a_file_next_to_the_training_data(tmp_path) -> None:
+    config = _config(tmp_path, {"testSplit": "test.jsonl", "evalFraction": 0.2}, ROWS)
+    rows = [{"text": "held out", "label": "negative"}] * 3
+    (tmp_path / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = load_splits(config.job.spec.dataset, "sft", config, seed=1)
+    assert splits.test["text"] == ["held out"] * 3
+    assert len(splits.train) == 40 and len(splits.eval) == 10
+
+
+def test_too_little_data_for_a_test_fraction_is_a_data_error(tmp_path) -> None:
+    config = _config(tmp_path, {"testFraction": 0.5}, ROWS[:1])
+    with pytest.raises(DataError, match=r"too few rows .* as test data"):
+        load_splits(config.job.spec.dataset, "sft", config, seed=1)
