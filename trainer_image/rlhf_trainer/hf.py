@@ -8,6 +8,7 @@ from typing import Any
 from rlhf_operator.api import Training
 from transformers import TrainerCallback
 
+from .checkpointing import CheckpointSchedule, TimedCheckpointCallback
 from .lifecycle import Context, Interrupted, latest_checkpoint
 
 
@@ -98,7 +99,15 @@ def distributed_arguments(strategy: str) -> dict[str, Any]:
 def callbacks(context: Context, early_stopping: Any | None, samples_per_step: int) -> list[Any]:
     from transformers import EarlyStoppingCallback
 
-    found: list[Any] = [TelemetryCallback(context, samples_per_step)]
+    run_policy = context.spec.run_policy
+    found: list[Any] = [
+        TelemetryCallback(context, samples_per_step),
+        TimedCheckpointCallback(
+            CheckpointSchedule(
+                run_policy.checkpoint_interval, run_policy.checkpoint_interval_minutes
+            )
+        ),
+    ]
     if early_stopping is not None:
         found.append(
             EarlyStoppingCallback(
