@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rlhf_trainer.errors import EXIT_CONFIG_ERROR
 from rlhf_trainer.lifecycle import run_stage
 from rlhf_trainer.presets import tiny_records
 from rlhf_trainer.sft import train
@@ -296,3 +297,55 @@ def test_class_weights_match_scikit_learn_and_weight_the_loss() -> None:
     loss = weighted_cross_entropy([1.0, 2.0, 3.0])({"logits": logits}, labels)
     per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     assert torch.isclose(loss, (per_example * torch.tensor([1.0, 2, 3])[labels]).mean())
+
+
+def _tiny_bert_classifier(folder: Path, labels: list[str]) -> Path:
+    """A 1-layer BERT sequence classifier with a real WordPiece tokenizer (all-MiniLM-L6-v2's)."""
+    import shutil
+
+    import all_minilm_l6_v2
+    from transformers import BertConfig, BertForSequenceClassification
+
+    encoder = all_minilm_l6_v2.extract_model(str(folder / "minilm"))
+    model_dir = folder / "classifier"
+    model_dir.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(encoder / name, model_dir)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+    )
+    BertForSequenceClassification(config).save_pretrained(model_dir)
+    return model_dir
+
+
+def test_a_classifier_with_another_number_of_labels_is_a_config_error(
+    write_config, tmp_path, capsys
+) -> None:
+    model_dir = _tiny_bert_classifier(tmp_path, ["negative", "neutral", "positive"])
+    data = _write_rows(tmp_path / "reviews.jsonl", tiny_records("sft", "classification", 16, 0))
+    spec = {
+        **CPU,
+        "task": "sequence-classification",
+        "labels": ["negative", "positive"],
+        "model": {"pvc": {"claimName": "models", "path": "classifier"}},
+        "dataset": {"pvc": {"claimName": "data", "path": "reviews.jsonl"}},
+        "training": {"maxSteps": 2, "batchSize": 4, "maxLength": 32},
+    }
+    inputs = {"model": str(model_dir), "dataset": str(data)}
+    config, _ = write_config(job_manifest("SFTJob", "heads", spec), inputs)
+    assert run_stage("sft", config, train) == EXIT_CONFIG_ERROR
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "spec.labels names 2 classes" in error and "head for 3 labels" in error
+    assert str(model_dir) in error and "base model" in error
+
+    # The checkpoint's own three labels fit its head: it trains.
+    three = {**spec, "labels": ["negative", "neutral", "positive"]}
+    config, _ = write_config(job_manifest("SFTJob", "heads", three), inputs, name="fits")
+    assert run_stage("sft", config, train) == 0
