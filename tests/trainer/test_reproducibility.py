@@ -85,3 +85,44 @@ def test_same_seed_same_model_other_seed_other_model(write_config, case: str) ->
     assert _identical(_weights(first), _weights(second))
     assert summary(first)["metrics"] == summary(second)["metrics"]
     assert not _identical(_weights(first), _weights(other))
+
+
+def test_real_pretrained_encoder_twice_gives_the_same_classifier(write_config, tmp_path) -> None:
+    """The issue's experiment: all-MiniLM-L6-v2 (a real pretrained BERT encoder, loaded by
+    path like a user's model on a claim) with a new classification head, on real-ish
+    reviews, trained twice with the same manifest."""
+    import json
+
+    import all_minilm_l6_v2
+
+    from tests.trainer.reviews import review_rows
+
+    encoder = all_minilm_l6_v2.extract_model(str(tmp_path / "encoder"))
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in review_rows()))
+    spec = {
+        **CPU,
+        "task": "sequence-classification",
+        "labels": ["negative", "positive"],
+        "model": {"pvc": {"claimName": "models", "path": "all-MiniLM-L6-v2"}},
+        "dataset": {
+            "pvc": {"claimName": "data", "path": "reviews.jsonl"},
+            "evalFraction": 0.25,
+            "testFraction": 0.25,
+        },
+        "training": {"epochs": 5, "learningRate": 5e-4, "batchSize": 8, "maxLength": 24},
+    }
+    inputs = {"model": str(encoder), "dataset": str(data)}
+    outputs = []
+    for name in ("first", "second"):
+        config, output = write_config(job_manifest("SFTJob", "minilm", spec), inputs, name=name)
+        assert run_stage("sft", config, sft.train) == 0
+        outputs.append(output)
+    first, second = (summary(output)["metrics"] for output in outputs)
+    print(
+        f"macro F1 (eval, test): first {first['eval_f1_macro']:.3f} {first['test_f1_macro']:.3f},"
+        f" second {second['eval_f1_macro']:.3f} {second['test_f1_macro']:.3f}"
+    )
+    assert first == second
+    assert _identical(_weights(outputs[0]), _weights(outputs[1]))
+    assert first["test_f1_macro"] > 0.7
