@@ -194,7 +194,8 @@ class DatasetSource(ApiModel):
     test_split: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     """A separate split (Hub) or file (claim, relative to path) held out as test data:
     evaluated once after training and reported as test_* figures, never used for early
-    stopping or checkpoint selection (SFTJob; RewardModelJob)."""
+    stopping or checkpoint selection (SFTJob and RewardModelJob; PPOJob evaluates on
+    held-out prompts instead and does not use it)."""
     test_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
     """Fraction of the training data held out as test data (seeded, disjoint from the
     training and evaluation data), e.g. 0.1; see testSplit."""
