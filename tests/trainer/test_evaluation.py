@@ -124,3 +124,51 @@ def test_too_little_data_for_a_test_fraction_is_a_data_error(tmp_path) -> None:
     config = _config(tmp_path, {"testFraction": 0.5}, ROWS[:1])
     with pytest.raises(DataError, match=r"too few rows .* as test data"):
         load_splits(config.job.spec.dataset, "sft", config, seed=1)
+
+
+def test_held_out_figures_of_a_reward_trainer_are_test_prefixed_without_timings(
+    preset_cache, tmp_path
+) -> None:
+    """What the reward stage calls for its test data: TRL's RewardTrainer prepares the raw
+    preference rows itself and reports test_* figures once."""
+    import datasets
+    from rlhf_trainer.held_out import evaluate_held_out
+    from rlhf_trainer.presets import tiny_model_path, tiny_records
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    path = tiny_model_path(str(preset_cache))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    rows = tiny_records("rm", "preference", 40, 0)
+    trainer = RewardTrainer(
+        model=model,
+        args=RewardConfig(
+            output_dir=str(tmp_path),
+            max_steps=2,
+            per_device_train_batch_size=8,
+            per_device_eval_batch_size=8,
+            report_to="none",
+            use_cpu=True,
+            max_length=64,
+        ),
+        train_dataset=datasets.Dataset.from_list(rows[:32]),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    logged: list[dict] = []
+    trainer.add_callback(type("Spy", (TrainerCallback,), {"on_log": _spy(logged)}))
+    figures = evaluate_held_out(trainer, datasets.Dataset.from_list(rows[32:]))
+    assert {"test_loss", "test_accuracy", "test_margin"} <= figures.keys()
+    assert all(name.startswith("test_") and "eval" not in name for name in figures)
+    assert not any(name.endswith("_per_second") or name.endswith("_runtime") for name in figures)
+    # What the trainer logged on the way (telemetry's history) is named test_* as well.
+    assert logged and all(name.startswith("test_") for row in logged for name in row)
+
+
+def _spy(logged: list[dict]):  # type: ignore[no-untyped-def]
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        logged.append(dict(logs or {}))
+
+    return on_log

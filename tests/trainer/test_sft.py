@@ -240,7 +240,8 @@ def test_causal_lm_reports_test_loss_and_perplexity(write_config) -> None:
     config, output = write_config(job_manifest("SFTJob", "lm-tested", spec))
     assert run_stage("sft", config, train) == 0
     metrics = summary(output)["metrics"]
-    assert "eval_loss" not in metrics
+    assert "eval_loss" not in metrics and "test_mean_token_accuracy" in metrics
+    assert not any("num_tokens" in name or "eval" in name for name in metrics)
     assert abs(metrics["test_perplexity"] - 2.718281828 ** metrics["test_loss"]) < 1e-3
     assert summary(output)["keyMetric"].startswith("test_loss=")
 

@@ -137,7 +137,7 @@ class TelemetryCallback(TrainerCallback):  # type: ignore[misc]
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         logs = dict(logs or {})
-        if not any(name.startswith("eval_") for name in logs):
+        if not any(name.startswith(("eval_", "test_")) for name in logs):
             logs.update(
                 self.context.telemetry.record_throughput(
                     logs.get("num_tokens"), state.global_step * self.samples_per_step
