@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from rlhf_trainer.data import Splits, sft_prompt_completion
+from rlhf_trainer.errors import EXIT_CONFIG_ERROR
 from rlhf_trainer.lifecycle import run_stage
+from rlhf_trainer.presets import tiny_records
 from rlhf_trainer.sft import train
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
@@ -211,6 +213,9 @@ def _capybara_rows(count: int, seed: int = 0) -> list[dict]:
 def _write_jsonl_rows(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+_write_rows = _write_jsonl_rows
 
 
 def test_messages_with_default_completion_only_loss_learn(write_config, tmp_path, capsys) -> None:
@@ -419,3 +424,170 @@ def test_examples_cut_away_by_max_length_are_counted_or_refused() -> None:
     assert "3 of 10 training examples" in _truncation_notice("training", 10, 7, 64)
     with pytest.raises(ConfigError, match=r"^spec.training.maxLength: maxLength 64 cuts every"):
         _truncation_notice("evaluation", 4, 0, 64)
+
+
+def test_held_out_test_data_is_reported_apart_and_never_steers_training(write_config) -> None:
+    spec = {
+        **CPU,
+        "task": "sequence-classification",
+        "labels": ["negative", "positive"],
+        "model": {"preset": "tiny"},
+        "dataset": {
+            "preset": "tiny",
+            "format": "classification",
+            "evalFraction": 0.2,
+            "testFraction": 0.2,
+        },
+        "training": {
+            "maxSteps": 40,
+            "learningRate": 3e-3,
+            "batchSize": 16,
+            "maxLength": 32,
+            "evalSteps": 20,
+        },
+        "earlyStopping": {"metric": "eval_f1_macro", "patience": 2},
+    }
+    config, output = write_config(job_manifest("SFTJob", "tested", spec))
+    assert run_stage("sft", config, train) == 0
+    result = summary(output)
+    metrics = result["metrics"]
+    # Evaluated during training on the evaluation data only; the test data once, at the end.
+    during = [row for row in result["history"] if any(k.startswith("eval_") for k in row)]
+    tested = [row for row in result["history"] if any(k.startswith("test_") for k in row)]
+    assert len(during) >= 2
+    assert not any(k.startswith("test_") for row in during[:-1] for k in row)
+    assert {row["step"] for row in tested} == {result["steps"]}
+    assert result["keyMetric"].startswith("test_accuracy=")
+    # Its own predictions, disjoint from the evaluation data's, and figures that match them.
+    rows = [json.loads(line) for line in (output / "test_predictions.jsonl").open()]
+    evaluated = [json.loads(line) for line in (output / "predictions.jsonl").open()]
+    assert len(rows) == len(evaluated) == 103  # 0.2 of 512 preset rows each, rounded up
+    truth, guess = [r["label"] for r in rows], [r["prediction"] for r in rows]
+    assert metrics["test_accuracy"] == accuracy_score(truth, guess)
+    assert abs(metrics["test_f1_macro"] - f1_score(truth, guess, average="macro")) < 1e-9
+    assert metrics["test_accuracy"] > 0.9 and "eval_accuracy" in metrics
+    assert json.loads((output / "test.json").read_text())["f1_macro"] == metrics["test_f1_macro"]
+    assert "Test data (held out" in (output / "report.html").read_text()
+
+
+def test_causal_lm_reports_test_loss_and_perplexity(write_config) -> None:
+    spec = {
+        **CPU,
+        "model": {"preset": "tiny"},
+        "dataset": {"preset": "tiny", "format": "text", "testFraction": 0.1},
+        "training": {"maxSteps": 5, "learningRate": 3e-3, "batchSize": 8, "maxLength": 64},
+        "generation": {"samples": 0},
+    }
+    config, output = write_config(job_manifest("SFTJob", "lm-tested", spec))
+    assert run_stage("sft", config, train) == 0
+    metrics = summary(output)["metrics"]
+    assert "eval_loss" not in metrics and "test_mean_token_accuracy" in metrics
+    assert not any("num_tokens" in name or "eval" in name for name in metrics)
+    assert abs(metrics["test_perplexity"] - 2.718281828 ** metrics["test_loss"]) < 1e-3
+    assert summary(output)["keyMetric"].startswith("test_loss=")
+
+
+def _imbalanced_reviews(folder: Path) -> tuple[Path, Path]:
+    """95% positive training reviews; a balanced evaluation file."""
+    rows = tiny_records("sft", "classification", 800, 3)
+    negative = [row for row in rows if row["label"] == "negative"]
+    positive = [row for row in rows if row["label"] == "positive"]
+    train_file = _write_rows(folder / "train.jsonl", positive[:190] + negative[:10])
+    _write_rows(folder / "eval.jsonl", positive[200:240] + negative[100:140])
+    return train_file, folder / "eval.jsonl"
+
+
+def test_balanced_class_weights_raise_the_minority_recall(write_config, tmp_path) -> None:
+    train_file, _ = _imbalanced_reviews(tmp_path)
+    spec = {
+        **CPU,
+        "task": "sequence-classification",
+        "labels": ["negative", "positive"],
+        "model": {"preset": "tiny"},
+        "dataset": {"pvc": {"claimName": "data", "path": "train.jsonl"}, "evalSplit": "eval.jsonl"},
+        "training": {"maxSteps": 12, "learningRate": 3e-3, "batchSize": 16, "maxLength": 32},
+    }
+    recall = {}
+    for name, weights in (("plain", None), ("balanced", {"balanced": True})):
+        manifest = job_manifest("SFTJob", name, {**spec, "classWeights": weights})
+        if weights is None:
+            del manifest["spec"]["classWeights"]
+        config, output = write_config(manifest, {"dataset": str(train_file)}, name=name)
+        assert run_stage("sft", config, train) == 0
+        report = json.loads((output / "eval.json").read_text())
+        recall[name] = report["per_class"]["negative"]["recall"]
+    assert recall["plain"] < 0.3
+    assert recall["balanced"] > recall["plain"] + 0.5
+
+
+def test_class_weights_match_scikit_learn_and_weight_the_loss() -> None:
+    import numpy as np
+    import torch
+    from rlhf_operator.api.sft import ClassWeights
+    from rlhf_trainer.sft import class_weights, weighted_cross_entropy
+    from sklearn.utils.class_weight import compute_class_weight
+
+    ids = [0] * 3 + [1] * 12 + [2] * 5
+    balanced = class_weights(ClassWeights(balanced=True), ["a", "b", "c"], ids)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=np.array(ids))
+    assert np.allclose(balanced, expected)
+    explicit = class_weights(ClassWeights(weights={"c": 4.0}), ["a", "b", "c"], ids)
+    assert explicit == [1.0, 1.0, 4.0]
+    assert class_weights(None, ["a", "b"], ids) is None
+
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
+    loss = weighted_cross_entropy([1.0, 2.0, 3.0])({"logits": logits}, labels)
+    per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    assert torch.isclose(loss, (per_example * torch.tensor([1.0, 2, 3])[labels]).mean())
+
+
+def _tiny_bert_classifier(folder: Path, labels: list[str]) -> Path:
+    """A 1-layer BERT sequence classifier with a real WordPiece tokenizer (all-MiniLM-L6-v2's)."""
+    import shutil
+
+    import all_minilm_l6_v2
+    from transformers import BertConfig, BertForSequenceClassification
+
+    encoder = all_minilm_l6_v2.extract_model(str(folder / "minilm"))
+    model_dir = folder / "classifier"
+    model_dir.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(encoder / name, model_dir)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+    )
+    BertForSequenceClassification(config).save_pretrained(model_dir)
+    return model_dir
+
+
+def test_a_classifier_with_another_number_of_labels_is_a_config_error(
+    write_config, tmp_path, capsys
+) -> None:
+    model_dir = _tiny_bert_classifier(tmp_path, ["negative", "neutral", "positive"])
+    data = _write_rows(tmp_path / "reviews.jsonl", tiny_records("sft", "classification", 16, 0))
+    spec = {
+        **CPU,
+        "task": "sequence-classification",
+        "labels": ["negative", "positive"],
+        "model": {"pvc": {"claimName": "models", "path": "classifier"}},
+        "dataset": {"pvc": {"claimName": "data", "path": "reviews.jsonl"}},
+        "training": {"maxSteps": 2, "batchSize": 4, "maxLength": 32},
+    }
+    inputs = {"model": str(model_dir), "dataset": str(data)}
+    config, _ = write_config(job_manifest("SFTJob", "heads", spec), inputs)
+    assert run_stage("sft", config, train) == EXIT_CONFIG_ERROR
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "spec.labels names 2 classes" in error and "head for 3 labels" in error
+    assert str(model_dir) in error and "base model" in error
+
+    # The checkpoint's own three labels fit its head: it trains.
+    three = {**spec, "labels": ["negative", "neutral", "positive"]}
+    config, _ = write_config(job_manifest("SFTJob", "heads", three), inputs, name="fits")
+    assert run_stage("sft", config, train) == 0

@@ -117,3 +117,23 @@ def test_other_kinds_in_a_file_are_skipped(tmp_path: Path) -> None:
     job = minimal_manifest("SFTJob")
     path.write_text(yaml.safe_dump(namespace) + "---\n" + yaml.safe_dump(job))
     assert [job.kind for job in load_jobs([path])] == ["SFTJob"]
+
+
+def test_test_data_class_weights_and_checkpoint_minutes_parse() -> None:
+    manifest = minimal_manifest("SFTJob")
+    manifest["spec"].update(
+        {
+            "task": "sequence-classification",
+            "labels": ["negative", "positive"],
+            "dataset": {"preset": "tiny", "evalFraction": 0.1, "testFraction": 0.2},
+            "classWeights": {"weights": {"positive": 3.0}},
+            "runPolicy": {"checkpointIntervalMinutes": 0.5},
+        }
+    )
+    spec = parse_manifest(manifest).spec
+    assert spec.dataset.test_fraction == 0.2 and spec.dataset.eval_fraction == 0.1
+    assert spec.class_weights.weights == {"positive": 3.0} and not spec.class_weights.balanced
+    assert spec.run_policy.checkpoint_interval_minutes == 0.5
+    assert (
+        parse_manifest(minimal_manifest("PPOJob")).spec.run_policy.checkpoint_interval_minutes == 30
+    )

@@ -37,6 +37,7 @@ def test_metrics_and_progress_are_served_with_job_labels(telemetry) -> None:
             "objective/kl": 0.2,
             "loss": 0.7,
             "eval_accuracy": 0.9,
+            "test_f1_macro": 0.8,
             "bad": "x",
         }
     )
@@ -54,6 +55,7 @@ def test_metrics_and_progress_are_served_with_job_labels(telemetry) -> None:
     assert samples[("rlhf_ppo_kl", labels)] == 0.2
     assert samples[("rlhf_training_loss", labels)] == 0.7
     assert samples[("rlhf_eval_metric", tuple(sorted((*labels, ("metric", "accuracy")))))] == 0.9
+    assert samples[("rlhf_test_metric", tuple(sorted((*labels, ("metric", "f1_macro")))))] == 0.8
     assert not any(
         name == "rlhf_train_metric" and dict(lbl).get("metric") == "bad" for name, lbl in samples
     )

@@ -87,38 +87,66 @@ FORMAT_SHAPES: dict[str, dict[str, tuple[ColumnShape, ...]]] = {
 
 @dataclass
 class Splits:
-    """Training data, optional evaluation data, the detected format and where it came from."""
+    """Training data, optional evaluation and test data, the detected format and where it
+    came from.
+
+    ``eval`` is what training watches (periodic evaluation, early stopping, the best
+    checkpoint); ``test`` is held out from all of that and evaluated once at the end.
+    """
 
     train: Any
     eval: Any | None
     format: str
     origin: str
+    test: Any | None = None
 
 
 def load_splits(source: DatasetSource, stage: str, config: TrainerConfig, seed: int) -> Splits:
-    """Load, rename, check and split a stage's dataset."""
+    """Load, rename, check and split a stage's dataset.
+
+    Fractions are taken from the (maxSamples-capped) training data with the seed: first
+    testFraction, then evalFraction of the whole, so the three parts are disjoint.
+    """
     requested = getattr(source, "format", "auto")
     if stage == "sft" and getattr(config.job.spec, "task", "") == "sequence-classification":
         requested = "classification" if requested == "auto" else requested
-    train, evaluation, origin = _load(source, stage, requested, config, seed)
+    train, evaluation, test, origin = _load(source, stage, requested, config, seed)
     train = _rename(train, source.columns, origin)
     if evaluation is not None:
         evaluation = _rename(evaluation, source.columns, origin)
+    if test is not None:
+        test = _rename(test, source.columns, origin)
     data_format = detect_format(train.column_names, stage, requested, origin)
     if len(train) == 0:
         raise DataError("the dataset is empty", where=origin)
     check_shapes(train, stage, data_format, origin)
     if source.max_samples is not None and len(train) > source.max_samples:
         train = train.shuffle(seed=seed).select(range(source.max_samples))
+    whole = len(train)
+    if test is None and source.test_fraction is not None:
+        train, test = _hold_out(train, source.test_fraction, seed, "test", origin)
     if evaluation is None and source.eval_fraction is not None:
-        if len(train) < 2:
-            raise DataError("too few rows to hold out evaluation data", where=origin)
-        parts = train.train_test_split(test_size=source.eval_fraction, seed=seed)
-        train, evaluation = parts["train"], parts["test"]
+        fraction = source.eval_fraction * whole / len(train)
+        train, evaluation = _hold_out(train, fraction, seed, "evaluation", origin)
     if evaluation is not None:
         detect_format(evaluation.column_names, stage, data_format, origin + " (evaluation)")
         check_shapes(evaluation, stage, data_format, origin + " (evaluation)")
-    return Splits(train, evaluation, data_format, origin)
+    if test is not None:
+        detect_format(test.column_names, stage, data_format, origin + " (test)")
+        check_shapes(test, stage, data_format, origin + " (test)")
+    return Splits(train, evaluation, data_format, origin, test)
+
+
+def _hold_out(dataset: Any, fraction: float, seed: int, what: str, origin: str) -> tuple[Any, Any]:
+    """Split off a seeded ``fraction`` of the rows: (the rest, the held-out rows)."""
+    try:
+        parts = dataset.train_test_split(test_size=min(fraction, 1.0), seed=seed)
+    except ValueError:  # a part would be empty
+        raise DataError(
+            f"too few rows ({len(dataset)}) to hold out {fraction:.3g} of them as {what} data",
+            where=origin,
+        ) from None
+    return parts["train"], parts["test"]
 
 
 def detect_format(columns: list[str], stage: str, requested: str, origin: str) -> str:
@@ -147,13 +175,13 @@ def detect_format(columns: list[str], stage: str, requested: str, origin: str) -
 
 def _load(
     source: DatasetSource, stage: str, requested: str, config: TrainerConfig, seed: int
-) -> tuple[Any, Any | None, str]:
+) -> tuple[Any, Any | None, Any | None, str]:
     import datasets
 
     if source.preset is not None:
         preset_format = requested if requested != "auto" else "auto"
         rows = tiny_records(stage, preset_format, PRESET_SIZES[stage], seed)
-        return datasets.Dataset.from_list(rows), None, "preset:tiny"
+        return datasets.Dataset.from_list(rows), None, None, "preset:tiny"
     if source.hub is not None:
         hub = source.hub
         token = os.environ.get(hub_token_variable("dataset"))
@@ -163,23 +191,25 @@ def _load(
         origin = f"hub:{hub.id}"
         try:
             train = datasets.load_dataset(hub.id, hub.config, split=hub.split, **arguments)
-            evaluation = None
-            if source.eval_split:
-                evaluation = datasets.load_dataset(
-                    hub.id, hub.config, split=source.eval_split, **arguments
-                )
+            evaluation, test = (
+                datasets.load_dataset(hub.id, hub.config, split=split, **arguments)
+                if split
+                else None
+                for split in (source.eval_split, source.test_split)
+            )
         except (FileNotFoundError, ValueError) as error:
             raise DataError(f"cannot load: {error}", where=origin) from error
-        return train, evaluation, origin
+        return train, evaluation, test, origin
     path = config.paths.inputs.get("dataset")
     if not path:
         raise DataError("no local path was given for the dataset", field="spec.dataset")
     train = load_files(Path(path), source.pvc.file_format if source.pvc else "auto")
-    evaluation = None
-    if source.eval_split:
-        base = Path(path) if Path(path).is_dir() else Path(path).parent
-        evaluation = load_files(base / source.eval_split, "auto")
-    return train, evaluation, path
+    base = Path(path) if Path(path).is_dir() else Path(path).parent
+    evaluation, test = (
+        load_files(base / split, "auto") if split else None
+        for split in (source.eval_split, source.test_split)
+    )
+    return train, evaluation, test, path
 
 
 def load_files(path: Path, file_format: str) -> Any:

@@ -18,7 +18,10 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, macro precision / recall / F1, per-class figures and the confusion matrix.
 
-    A class never predicted has precision 0 (as scikit-learn's zero_division=0).
+    Macro averages run over every class that occurs in the truth OR in the predictions,
+    as scikit-learn's ``precision_recall_fscore_support(average="macro", zero_division=0)``
+    does: a class that is predicted but never true counts, with recall 0 and precision 0.
+    A class never predicted has precision 0, one never true has recall 0.
     """
     truth = np.asarray(labels, dtype=int)
     guess = np.asarray(predictions, dtype=int)
@@ -34,12 +37,12 @@ def classification_metrics(
     f1 = np.divide(
         2 * precision * recall, denominator, out=np.zeros(classes), where=denominator > 0
     )
-    present = actual > 0
+    seen = (actual > 0) | (predicted > 0)
     return {
         "accuracy": float(true_positive.sum() / max(1, len(truth))),
-        "precision_macro": float(precision[present].mean()) if present.any() else 0.0,
-        "recall_macro": float(recall[present].mean()) if present.any() else 0.0,
-        "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
+        "precision_macro": _mean_over(precision, seen),
+        "recall_macro": _mean_over(recall, seen),
+        "f1_macro": _mean_over(f1, seen),
         "per_class": {
             name: {
                 "precision": float(precision[i]),
@@ -51,6 +54,10 @@ def classification_metrics(
         },
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def _mean_over(values: Any, mask: Any) -> float:
+    return float(values[mask].mean()) if mask.any() else 0.0
 
 
 def pairwise_metrics(

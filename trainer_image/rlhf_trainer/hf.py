@@ -8,6 +8,7 @@ from typing import Any
 from rlhf_operator.api import Training
 from transformers import TrainerCallback
 
+from .checkpointing import CheckpointSchedule, TimedCheckpointCallback
 from .lifecycle import Context, Interrupted, latest_checkpoint
 
 
@@ -98,7 +99,15 @@ def distributed_arguments(strategy: str) -> dict[str, Any]:
 def callbacks(context: Context, early_stopping: Any | None, samples_per_step: int) -> list[Any]:
     from transformers import EarlyStoppingCallback
 
-    found: list[Any] = [TelemetryCallback(context, samples_per_step)]
+    run_policy = context.spec.run_policy
+    found: list[Any] = [
+        TelemetryCallback(context, samples_per_step),
+        TimedCheckpointCallback(
+            CheckpointSchedule(
+                run_policy.checkpoint_interval, run_policy.checkpoint_interval_minutes
+            )
+        ),
+    ]
     if early_stopping is not None:
         found.append(
             EarlyStoppingCallback(
@@ -128,7 +137,7 @@ class TelemetryCallback(TrainerCallback):  # type: ignore[misc]
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         logs = dict(logs or {})
-        if not any(name.startswith("eval_") for name in logs):
+        if not any(name.startswith(("eval_", "test_")) for name in logs):
             logs.update(
                 self.context.telemetry.record_throughput(
                     logs.get("num_tokens"), state.global_step * self.samples_per_step

@@ -159,6 +159,18 @@ def choose_precision(requested: str, device: str) -> str:
     return "fp32"
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (every device), the same on every rank.
+
+    Called before any model is built or loaded (and again by models.py right before each
+    load, since building the tiny preset reseeds torch): a new classification or score
+    head and LoRA weights then start the same on every run and every rank.
+    """
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
 def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageResult]) -> int:
     """Run one stage end to end and return the process exit code."""
     started = time.time()
@@ -198,6 +210,7 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
             stop=stop,
         )
         context.output_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(config.job.spec.training.seed)
         telemetry.start(config.telemetry.metrics_host, config.telemetry.metrics_port)
         if telemetry.address and context.is_main:
             print(f"rlhf-trainer: metrics and progress at {telemetry.address}", flush=True)

@@ -14,6 +14,7 @@ from rlhf_operator.api import PolicyModelSource, RewardModelSource
 from rlhf_operator.api.trainer_config import InputSlot, TrainerConfig, hub_token_variable
 
 from .errors import ConfigError
+from .lifecycle import seed_everything
 from .presets import tiny_model_path
 
 ModelSource = PolicyModelSource | RewardModelSource
@@ -75,6 +76,7 @@ def load_classifier(
     """A sequence classifier: ``labels`` names its classes, or None for one score."""
     from transformers import AutoModelForSequenceClassification
 
+    check_head_size(source, slot, config, labels)
     arguments: dict[str, Any] = {"dtype": dtype}
     if labels:
         arguments["num_labels"] = len(labels)
@@ -87,10 +89,61 @@ def load_classifier(
     return model
 
 
+def check_head_size(
+    source: ModelSource, slot: InputSlot, config: TrainerConfig, labels: list[str] | None
+) -> None:
+    """Refuse a checkpoint whose classification head has another number of outputs.
+
+    A base model (no head) gets a new head of the right size. A checkpoint that already
+    is a sequence classifier keeps its head, so its size must match: spec.labels for a
+    classifier, one score for a reward or value model. Loading would otherwise fail deep
+    in transformers (size mismatch). To train a new head on such a model, start from its
+    base model, as the error says.
+    """
+    from transformers import AutoConfig
+
+    arguments = resolve(source, slot, config)
+    try:
+        found = AutoConfig.from_pretrained(**arguments)
+    except (OSError, ValueError) as error:
+        where = arguments["pretrained_model_name_or_path"]
+        raise ConfigError(f"cannot load {where}: {error}", field=f"spec.{slot}") from error
+    size = head_size(found)
+    wanted = len(labels) if labels else 1
+    if size is None or size == wanted:
+        return
+    where = arguments["pretrained_model_name_or_path"]
+    names = list((found.id2label or {}).values())
+    if labels:
+        raise ConfigError(
+            f"spec.labels names {wanted} classes {labels}, but {where} already has a"
+            f" classification head for {size} labels {names}; list those labels in"
+            " spec.labels, or start from the base model (without a classification head)"
+            " to train a new head",
+            field="spec.labels",
+        )
+    raise ConfigError(
+        f"{where} has a classification head with {size} outputs {names}; a reward or value"
+        " model has one score: use a reward model, or a base model to train one",
+        field=f"spec.{slot}",
+    )
+
+
+def head_size(model_config: Any) -> int | None:
+    """Outputs of the checkpoint's sequence-classification head; None when it has none."""
+    architectures = getattr(model_config, "architectures", None) or []
+    if any(name.endswith("ForSequenceClassification") for name in architectures):
+        return int(model_config.num_labels)
+    return None
+
+
 def _load(
     factory: Any, source: ModelSource, slot: InputSlot, config: TrainerConfig, **extra: Any
 ) -> Any:
     arguments = resolve(source, slot, config)
+    # Whatever ran before (building the tiny preset, tokenizing) the new weights a load
+    # creates (a classification or score head) start from the job's seed.
+    seed_everything(config.job.spec.training.seed)
     try:
         return factory.from_pretrained(**arguments, **extra)
     except OSError as error:

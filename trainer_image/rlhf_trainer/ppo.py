@@ -91,6 +91,7 @@ def train(context: Context) -> StageResult:
         checkpoint_dir=context.checkpoint_dir,
         checkpoint_interval=run_policy.checkpoint_interval,
         checkpoints_to_keep=run_policy.checkpoints_to_keep,
+        checkpoint_minutes=run_policy.checkpoint_interval_minutes,
         should_stop=lambda: context.stop.requested,
     )
     if loop.stopped:

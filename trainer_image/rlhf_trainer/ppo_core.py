@@ -53,6 +53,8 @@ from trl.trainer.utils import (
     selective_log_softmax,
 )
 
+from .checkpointing import CheckpointSchedule
+
 __all__ = [
     "PPOHyperparameters",
     "PPOLoop",
@@ -929,12 +931,14 @@ class PPOLoop:
         checkpoint_interval: int = 0,
         checkpoints_to_keep: int = 2,
         should_stop: Callable[[], bool] | None = None,
+        checkpoint_minutes: float = 0.0,
     ) -> dict[str, float]:
         """Runs until total_updates; if checkpoint_dir holds checkpoints, resumes from the
         latest (policy + value weights, optimizer, RNG states, step; the LR schedule is
         re-derived at that step) so the step count and LR schedule continue. Saves a
         checkpoint every checkpoint_interval updates into checkpoint_dir/checkpoint-<step>/
-        (written to a temp folder then renamed, keep the last checkpoints_to_keep). Calls
+        (written to a temp folder then renamed, keep the last checkpoints_to_keep), or sooner
+        once checkpoint_minutes have passed since the last save (checkpointing.py). Calls
         on_log(step, total_updates, metrics) on the main process every logging_steps updates
         and after the last. Returns the last metrics.
 
@@ -951,6 +955,9 @@ class PPOLoop:
             )
 
         start_time, start_step = time.time(), self.step
+        schedule = CheckpointSchedule(
+            checkpoint_interval, checkpoint_minutes, agree=self._anyone_stops
+        )
         while self.step < self.total_updates:
             update = self.step
             rollout = self._rollout(update)
@@ -962,19 +969,15 @@ class PPOLoop:
             episodes_per_second = (self.step - start_step) * self.global_batch_size / elapsed
             last_metrics = self._metrics(rollout, stats, learning_rate, episodes_per_second)
             del rollout, stats
-            if (
-                checkpoint_dir is not None
-                and checkpoint_interval > 0
-                and self.step % checkpoint_interval == 0
-            ):
+            saved = checkpoint_dir is not None and schedule.due(self.step)
+            if saved:
                 self._save_checkpoint(checkpoint_dir, last_metrics, checkpoints_to_keep)
+                schedule.saved()
             should_log = self.step % self.logging_steps == 0 or self.step == self.total_updates
             if should_log and self.on_log is not None and self.accelerator.is_main_process:
                 self.on_log(self.step, self.total_updates, dict(last_metrics))
             if should_stop is not None and self._anyone_stops(should_stop()):
-                if checkpoint_dir is not None and not (
-                    checkpoint_interval > 0 and self.step % checkpoint_interval == 0
-                ):
+                if checkpoint_dir is not None and not saved:
                     self._save_checkpoint(checkpoint_dir, last_metrics, checkpoints_to_keep)
                 self.stopped = True
                 break

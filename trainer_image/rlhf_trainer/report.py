@@ -26,6 +26,15 @@ CURVES = (
     ("samples_per_second", "samples per second"),
 )
 
+# Classification reports in StageResult.details, each drawn as its own block.
+CLASSIFICATION_BLOCKS = (
+    ("classification", "Evaluation data"),
+    (
+        "test_classification",
+        "Test data (held out: never used for early stopping or checkpoint selection)",
+    ),
+)
+
 
 def plot_curves(history: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]:
     """One SVG per figure that was logged at least twice; returns (file name, title)."""
@@ -67,10 +76,13 @@ def write_report(
             f'<figure><img src="plots/{name}" alt="{html.escape(title)}"></figure>'
             for name, title in plots
         )
-    if "classification" in details:
-        report = details["classification"]
+    for key, heading in CLASSIFICATION_BLOCKS:
+        if key not in details:
+            continue
+        report = details[key]
         names = list(report["per_class"])
-        parts.append("<h2>Per class</h2>")
+        parts.append(f"<h2>{heading}</h2>")
+        parts.append("<h3>Per class</h3>")
         parts.append(
             _table(
                 ["class", "precision", "recall", "F1", "support"],
@@ -86,7 +98,7 @@ def write_report(
                 ],
             )
         )
-        parts.append("<h2>Confusion matrix (rows: truth, columns: prediction)</h2>")
+        parts.append("<h3>Confusion matrix (rows: truth, columns: prediction)</h3>")
         parts.append(
             _table(
                 ["", *names],

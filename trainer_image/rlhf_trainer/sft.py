@@ -21,6 +21,7 @@ from .data import Splits, label_ids, load_splits, sft_prompt_completion
 from .errors import ConfigError
 from .evaluation import classification_metrics, perplexity
 from .generation import generate
+from .held_out import TEST_PREFIX, evaluate_held_out
 from .lifecycle import Context, StageResult, publish_pretrained
 from .models import load_causal_lm, load_classifier, load_tokenizer
 
@@ -105,6 +106,11 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
         if "eval_mean_token_accuracy" in evaluation:
             metrics["eval_mean_token_accuracy"] = float(evaluation["eval_mean_token_accuracy"])
         context.telemetry.record_metrics(metrics)
+    if splits.test is not None:
+        context.telemetry.set_state("testing")
+        metrics.update(evaluate_held_out(trainer, splits.test))
+        metrics["test_perplexity"] = perplexity(metrics["test_loss"])
+        context.telemetry.record_metrics(metrics)
     if not context.is_main:
         return StageResult(metrics, "")
     model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
@@ -114,11 +120,7 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
     publish_pretrained(context, model, tokenizer, {"samples.jsonl": samples})
     if candidates:
         _write_jsonl(context.output_dir / "candidates.jsonl", candidates)
-    key = (
-        f"eval_loss={metrics['eval_loss']:.4g}"
-        if has_eval
-        else f"train_loss={metrics['train_loss']:.4g}"
-    )
+    key = _key_metric(metrics, ("test_loss", "eval_loss", "train_loss"))
     return StageResult(metrics, key, {"samples": samples})
 
 
@@ -286,7 +288,6 @@ def _as_answer(prompt: Any, text: str) -> Any:
 
 
 def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> StageResult:
-    import numpy as np
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     spec = context.spec
@@ -310,11 +311,10 @@ def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> Stage
 
     train_set = tokenize(splits.train)
     eval_set = tokenize(splits.eval) if splits.eval is not None else None
+    weights = class_weights(spec.class_weights, labels, train_set["label"])
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
-        figures = classification_metrics(
-            prediction.label_ids, np.argmax(prediction.predictions, axis=-1), labels
-        )
+        figures = classification_metrics(prediction.label_ids, _argmax(prediction), labels)
         return {name: value for name, value in figures.items() if isinstance(value, float)}
 
     trainer = Trainer(
@@ -333,6 +333,7 @@ def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> Stage
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
+        compute_loss_func=weighted_cross_entropy(weights) if weights is not None else None,
         callbacks=hf.callbacks(
             context, spec.early_stopping, hf.samples_per_step(context, spec.training)
         ),
@@ -343,48 +344,126 @@ def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> Stage
         "steps": float(trainer.state.global_step),
     }
     details: dict[str, Any] = {}
-    if eval_set is not None:
-        context.telemetry.set_state("evaluating")
-        prediction = trainer.predict(eval_set)
-        predicted = np.argmax(prediction.predictions, axis=-1)
+    # Evaluation data steered training (early stopping, best checkpoint); test data, held
+    # out from the Trainer until now, gives the final figures, reported apart.
+    held_out = [("eval", splits.eval, eval_set)]
+    if splits.test is not None:
+        held_out.append((TEST_PREFIX, splits.test, tokenize(splits.test)))
+    for prefix, rows, dataset in held_out:
+        if dataset is None:
+            continue
+        context.telemetry.set_state("testing" if prefix == TEST_PREFIX else "evaluating")
+        prediction = trainer.predict(dataset, metric_key_prefix=prefix)
+        predicted = _argmax(prediction)
         report = classification_metrics(prediction.label_ids, predicted, labels)
         metrics.update(
-            {f"eval_{name}": value for name, value in report.items() if isinstance(value, float)}
+            {
+                f"{prefix}_{name}": value
+                for name, value in report.items()
+                if isinstance(value, float)
+            }
         )
-        metrics["eval_loss"] = float(prediction.metrics["test_loss"])
+        metrics[f"{prefix}_loss"] = float(prediction.metrics[f"{prefix}_loss"])
         context.telemetry.record_metrics(metrics)
-        details["classification"] = report
+        details[CLASSIFICATION_DETAILS[prefix]] = report
         if context.is_main:
-            probabilities = _softmax(prediction.predictions)
-            _write_jsonl(
-                context.output_dir / "predictions.jsonl",
-                [
-                    {
-                        "text": text,
-                        "label": labels[int(truth)],
-                        "prediction": labels[int(guess)],
-                        "probabilities": [round(float(p), 6) for p in row],
-                    }
-                    for text, truth, guess, row in zip(
-                        splits.eval["text"],
-                        prediction.label_ids,
-                        predicted,
-                        probabilities,
-                        strict=True,
-                    )
-                ],
-            )
-            (context.output_dir / "eval.json").write_text(json.dumps(report, indent=2))
+            _write_classification(context, prefix, rows["text"], prediction, predicted, labels)
+            name = "eval.json" if prefix == "eval" else f"{prefix}.json"
+            (context.output_dir / name).write_text(json.dumps(report, indent=2))
     if not context.is_main:
         return StageResult(metrics, "")
     model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
     publish_pretrained(context, model, tokenizer)
-    key = (
-        f"eval_accuracy={metrics['eval_accuracy']:.3f}"
-        if "eval_accuracy" in metrics
-        else f"train_loss={metrics['train_loss']:.4g}"
-    )
+    key = _key_metric(metrics, ("test_accuracy", "eval_accuracy", "train_loss"))
     return StageResult(metrics, key, details)
+
+
+CLASSIFICATION_DETAILS = {"eval": "classification", TEST_PREFIX: "test_classification"}
+"""Where each held-out report goes in StageResult.details (report.html draws both)."""
+
+
+def class_weights(
+    setting: Any | None, labels: list[str], label_ids: list[int]
+) -> list[float] | None:
+    """The loss weight of each class, in label-id order; None for plain cross-entropy.
+
+    balanced: n / (k * count), as scikit-learn's compute_class_weight("balanced") (a class
+    absent from the training data gets weight 1: nothing to rebalance); explicit: the
+    weights named, 1 for labels left out.
+    """
+    if setting is None:
+        return None
+    if not setting.balanced:
+        return [float(setting.weights.get(label, 1.0)) for label in labels]
+    counts = [0] * len(labels)
+    for label in label_ids:
+        counts[label] += 1
+    total, present = len(label_ids), sum(1 for count in counts if count)
+    return [total / (present * count) if count else 1.0 for count in counts]
+
+
+def weighted_cross_entropy(weights: list[float]) -> Any:
+    """A Trainer compute_loss_func: class-weighted cross-entropy.
+
+    The Trainer expects such a loss already normalised over the whole accumulated batch:
+    the weighted sum is divided by the number of examples (num_items_in_batch) when
+    training, by the batch size when evaluating.
+    """
+    import torch
+
+    weight_tensor = torch.tensor(weights, dtype=torch.float32)
+
+    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        total = torch.nn.functional.cross_entropy(
+            logits.float(),
+            labels.to(logits.device),
+            weight=weight_tensor.to(logits.device),
+            reduction="sum",
+        )
+        count = num_items_in_batch if num_items_in_batch is not None else labels.numel()
+        return total / count
+
+    return loss
+
+
+def _argmax(prediction: Any) -> Any:
+    import numpy as np
+
+    return np.argmax(prediction.predictions, axis=-1)
+
+
+def _write_classification(
+    context: Context,
+    prefix: str,
+    texts: list[str],
+    prediction: Any,
+    predicted: Any,
+    labels: list[str],
+) -> None:
+    """predictions.jsonl (evaluation data) or test_predictions.jsonl: one row per text."""
+    probabilities = _softmax(prediction.predictions)
+    name = "predictions.jsonl" if prefix == "eval" else f"{prefix}_predictions.jsonl"
+    _write_jsonl(
+        context.output_dir / name,
+        [
+            {
+                "text": text,
+                "label": labels[int(truth)],
+                "prediction": labels[int(guess)],
+                "probabilities": [round(float(p), 6) for p in row],
+            }
+            for text, truth, guess, row in zip(
+                texts, prediction.label_ids, predicted, probabilities, strict=True
+            )
+        ],
+    )
+
+
+def _key_metric(metrics: dict[str, float], preferred: tuple[str, ...]) -> str:
+    """The first of ``preferred`` that was measured: held-out test figures first."""
+    name = next(name for name in preferred if name in metrics)
+    return f"{name}={metrics[name]:.4g}" if "loss" in name else f"{name}={metrics[name]:.3f}"
 
 
 def _greater_is_better(early_stopping: Any | None) -> bool | None:

@@ -87,6 +87,9 @@ class Telemetry:
         self._eval_metric = gauge(
             "rlhf_eval_metric", "Evaluation figures (accuracy, f1, loss, reward...).", ("metric",)
         )
+        self._test_metric = gauge(
+            "rlhf_test_metric", "Final figures on held-out test data, by name.", ("metric",)
+        )
         self._info = gauge("rlhf_trainer_info", "Constant 1, labelled with the stage.", ("stage",))
         self._info.labels(**self.labels, stage=kind).set(1)
 
@@ -182,6 +185,8 @@ class Telemetry:
             for name, value in clean.items():
                 if name.startswith("eval_") or name.startswith("eval/"):
                     self._eval_metric.labels(**self.labels, metric=name[5:]).set(value)
+                elif name.startswith("test_"):
+                    self._test_metric.labels(**self.labels, metric=name[5:]).set(value)
                 else:
                     self._train_metric.labels(**self.labels, metric=name).set(value)
                 if name in self._named:

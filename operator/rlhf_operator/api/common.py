@@ -141,11 +141,38 @@ DatasetPreset = Literal["tiny"]
 
 class DatasetSource(ApiModel):
     """Where training data comes from, how its columns are named, and what is held out
-    for evaluation."""
+    for evaluation and for a final test."""
 
     rules = (
         exactly_one_of("hub", "pvc", "preset", what="dataset source"),
         at_most_one_of("evalSplit", "evalFraction", what="dataset evaluation"),
+        at_most_one_of("testSplit", "testFraction", what="dataset test data"),
+        Rule(
+            cel=(
+                "!has(self.testFraction) || !has(self.evalFraction)"
+                " || self.testFraction + self.evalFraction < 1.0"
+            ),
+            check=lambda source: (
+                source.test_fraction is None
+                or source.eval_fraction is None
+                or source.test_fraction + source.eval_fraction < 1
+            ),
+            message=(
+                "testFraction: testFraction + evalFraction must be below 1 (leave data to train on)"
+            ),
+            field="testFraction",
+        ),
+        Rule(
+            cel="!has(self.testSplit) || !has(self.evalSplit) || self.testSplit != self.evalSplit",
+            check=lambda source: (
+                source.test_split is None or source.test_split != source.eval_split
+            ),
+            message=(
+                "testSplit: must differ from evalSplit (test figures come from data that"
+                " early stopping and checkpoint selection never see)"
+            ),
+            field="testSplit",
+        ),
     )
 
     hub: HubDataset | None = None
@@ -164,6 +191,14 @@ class DatasetSource(ApiModel):
     """A separate split (Hub) or file (claim, relative to path) to evaluate on."""
     eval_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
     """Fraction of the training data held out for evaluation, e.g. 0.1."""
+    test_split: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """A separate split (Hub) or file (claim, relative to path) held out as test data:
+    evaluated once after training and reported as test_* figures, never used for early
+    stopping or checkpoint selection (SFTJob and RewardModelJob; PPOJob evaluates on
+    held-out prompts instead and does not use it)."""
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """Fraction of the training data held out as test data (seeded, disjoint from the
+    training and evaluation data), e.g. 0.1; see testSplit."""
     max_samples: Annotated[int, Field(ge=1)] | None = None
     """Use at most this many training examples (after shuffling with the seed)."""
 
@@ -259,7 +294,12 @@ class RunPolicy(ApiModel):
     """Stop the pods but keep the output and checkpoints; setting it back to false resumes
     from the latest checkpoint."""
     checkpoint_interval: Annotated[int, Field(ge=1)] = 500
-    """Save a checkpoint every this many optimizer steps."""
+    """Save a checkpoint every this many steps: optimizer steps for SFTJob and
+    RewardModelJob, PPO updates (one rollout batch each, the unit of PPO's progress) for
+    PPOJob; or sooner, see checkpointIntervalMinutes."""
+    checkpoint_interval_minutes: Annotated[float, Field(ge=0)] = 30.0
+    """Also save a checkpoint when this many minutes have passed since the last one (or
+    since the run started), whichever comes first; 0 saves by steps only."""
     checkpoints_to_keep: Annotated[int, Field(ge=1, le=100)] = 2
     """How many recent checkpoints to keep."""
 

@@ -56,6 +56,26 @@ class SFTGeneration(Generation):
     """When set, write candidates.jsonl for labeling into the output."""
 
 
+class ClassWeights(ApiModel):
+    """Weights of the classes in the classification loss (weighted cross-entropy), for
+    imbalanced data: set balanced: true, or weights."""
+
+    rules = (
+        Rule(
+            cel="self.balanced != (has(self.weights) && size(self.weights) > 0)",
+            check=lambda weights: weights.balanced != bool(weights.weights),
+            message="classWeights: set either balanced: true or weights (label -> weight)",
+        ),
+    )
+
+    balanced: bool = False
+    """Weight each class by n_samples / (n_classes * its count in the training data), as
+    scikit-learn's class_weight="balanced": rare classes count as much as common ones."""
+    weights: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict, max_length=256)
+    """An explicit weight per label, e.g. {negative: 1.0, positive: 4.0}; labels left out
+    weigh 1. Every key must be one of labels."""
+
+
 CLASSIFICATION_NEEDS_LABELS = Rule(
     cel=(
         "self.task != 'sequence-classification' ||"
@@ -103,6 +123,26 @@ EARLY_STOPPING_NEEDS_EVAL = Rule(
     field="earlyStopping",
 )
 
+CLASS_WEIGHTS_FIT_LABELS = Rule(
+    cel=(
+        "!has(self.classWeights) || (self.task == 'sequence-classification'"
+        " && (!has(self.classWeights.weights)"
+        " || self.classWeights.weights.all(label, label in self.labels)))"
+    ),
+    check=lambda spec: (
+        spec.class_weights is None
+        or (
+            spec.task == "sequence-classification"
+            and all(label in spec.labels for label in spec.class_weights.weights)
+        )
+    ),
+    message=(
+        "classWeights: needs task sequence-classification, and every key of"
+        " classWeights.weights must be one of labels"
+    ),
+    field="classWeights",
+)
+
 
 class SFTJobSpec(JobSpec):
     """Supervised fine-tuning of a causal language model (SFTTrainer) or of a sequence
@@ -114,6 +154,7 @@ class SFTJobSpec(JobSpec):
         CAUSAL_LM_NEEDS_TEXT,
         GENERATIVE_ONLY,
         EARLY_STOPPING_NEEDS_EVAL,
+        CLASS_WEIGHTS_FIT_LABELS,
     )
 
     task: SFTTask = "causal-lm"
@@ -127,6 +168,9 @@ class SFTJobSpec(JobSpec):
         default_factory=list, max_length=1000
     )
     """Class names for sequence-classification, in label-id order."""
+    class_weights: ClassWeights | None = None
+    """Weighted cross-entropy for imbalanced classes (sequence-classification); every
+    class weighs 1 when unset."""
     training: Training = Field(default_factory=Training)
     """Optimisation settings."""
     packing: bool = False
