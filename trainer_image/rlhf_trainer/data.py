@@ -238,24 +238,25 @@ def preference_pairs(dataset: Any, data_format: str, origin: str) -> Any:
 
 
 def rating_texts(dataset: Any, origin: str) -> Any:
-    """Ratings as {"text", "score"}: "text", or "prompt" + "response"."""
+    """Ratings as "score" plus "text", or "prompt" and "response" (strings or messages)."""
     columns = dataset.column_names
     if "text" not in columns and not {"prompt", "response"} <= set(columns):
         raise DataError(
             "ratings need a 'text' column, or 'prompt' and 'response'", where=origin, field="text"
         )
 
+    kept = ["text"] if "text" in columns else ["prompt", "response"]
+
     def shape(row: dict[str, Any]) -> dict[str, Any]:
-        text = row["text"] if "text" in row else row["prompt"] + row["response"]
         try:
             score = float(row["score"])
         except (TypeError, ValueError):
             raise DataError(
                 f"score {row['score']!r} is not a number", where=origin, field="score"
             ) from None
-        return {"text": text, "score": score}
+        return {"score": score}
 
-    return dataset.map(shape, remove_columns=columns)
+    return dataset.map(shape).select_columns([*kept, "score"])
 
 
 def prompt_texts(dataset: Any, data_format: str, origin: str) -> list[str | list[dict[str, Any]]]:
