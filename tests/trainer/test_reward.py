@@ -1,4 +1,5 @@
-"""Reward models learn preferences, rankings and ratings, as text or chat messages, on the\ntiny preset and on a real pretrained BERT-style encoder."""
+"""Reward models learn preferences, rankings and ratings, as text or chat messages, on the
+tiny preset and on a real pretrained BERT-style encoder."""
 
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def test_a_response_that_is_neither_text_nor_messages_is_a_data_error(
         "dataset": {"pvc": {"claimName": "data", "path": "bad.jsonl"}},
         "training": TRAINING,
     }
-    config, output = write_config(
+    config, _ = write_config(
         job_manifest("RewardModelJob", "bad", spec), inputs={"dataset": str(data)}
     )
     assert run_stage("rm", config, train) == 65

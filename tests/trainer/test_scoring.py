@@ -125,12 +125,15 @@ def test_ppo_scores_a_response_as_the_reward_model_was_trained_and_evaluated(cas
 
     # What the reward stage trains on (the ids its trainer receives).
     if ratings:
-        rows = [{"prompt": p, "response": r, "score": 1.0} for p, r in zip(prompts, responses)]
-        encoded = reward.encode_ratings(datasets.Dataset.from_list(rows), reward_tokenizer, form, "t")
+        pairs = zip(prompts, responses, strict=True)
+        rows = [{"prompt": p, "response": r, "score": 1.0} for p, r in pairs]
+        dataset = datasets.Dataset.from_list(rows)
+        encoded = reward.encode_ratings(dataset, reward_tokenizer, form, "t")
         training_ids = encoded["input_ids"]
         assert all(ids[-1] != reward_tokenizer.eos_token_id for ids in training_ids)
     else:
-        rows = [{"prompt": p, "chosen": r, "rejected": r} for p, r in zip(prompts, responses)]
+        pairs = zip(prompts, responses, strict=True)
+        rows = [{"prompt": p, "chosen": r, "rejected": r} for p, r in pairs]
         encoded = reward.encode_pairs(datasets.Dataset.from_list(rows), reward_tokenizer, form, "t")
         training_ids = encoded["chosen_ids"]
         # ...which is exactly what TRL's RewardTrainer would have built itself.

@@ -30,6 +30,7 @@ def train(context: Context) -> StageResult:
     config = context.config
     dtype, master = context.torch_dtype(), context.master_dtype()
     tokenizer = load_tokenizer(spec.policy, "policy", config)
+    train_prompts, eval_prompts = _prompts(context, tokenizer)  # data errors before loading
     policy = load_causal_lm(spec.policy, "policy", config, master)
     reference = load_causal_lm(spec.policy, "policy", config, dtype)
     reward_tokenizer = load_tokenizer(spec.reward_model, "rewardModel", config)
@@ -52,7 +53,6 @@ def train(context: Context) -> StageResult:
     value_model = load_classifier(
         value_source, value_slot, config, master, None, tokenizer.pad_token_id
     )
-    train_prompts, eval_prompts = _prompts(context, tokenizer)
 
     settings = spec.ppo
     mini_batch = settings.rollout_batch_size // settings.mini_batches
