@@ -262,3 +262,22 @@ def test_prompts_of_the_wrong_shape_are_a_data_error(write_config, tmp_path, pre
     )
     assert run_stage("ppo", config, ppo.train) == 65  # read before any model is loaded
     assert "'prompt' must be a string or" in _failure(config)
+
+
+def test_training_batch_size_is_the_micro_batch() -> None:
+    from rlhf_operator.api import PPOJobSpec
+
+    def settings(batch_size: int):
+        spec = PPOJobSpec.model_validate(
+            {
+                **_ppo_manifest()["spec"],
+                "training": {"batchSize": batch_size, "gradientAccumulationSteps": 3},
+                "ppo": {"rolloutBatchSize": 64, "miniBatches": 2},
+            }
+        )
+        return ppo.hyperparameters_for(spec)
+
+    four = settings(4)
+    assert (four.mini_batch_size, four.micro_batch_size) == (32, 4)
+    assert four.gradient_accumulation_steps == 8  # follows from the sizes, not from the spec
+    assert settings(64).micro_batch_size == 32  # never more than a mini-batch

@@ -24,7 +24,7 @@ END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>")
 
 
 def train(context: Context) -> StageResult:
-    from .ppo_core import PPOHyperparameters, PPOLoop
+    from .ppo_core import PPOLoop
 
     spec = context.spec
     config = context.config
@@ -54,33 +54,7 @@ def train(context: Context) -> StageResult:
         value_source, value_slot, config, master, None, tokenizer.pad_token_id
     )
 
-    settings = spec.ppo
-    mini_batch = settings.rollout_batch_size // settings.mini_batches
-    micro_batch = min(spec.training.batch_size, mini_batch)
-    hyperparameters = PPOHyperparameters(
-        total_episodes=settings.total_episodes,
-        rollout_batch_size=settings.rollout_batch_size,
-        mini_batches=settings.mini_batches,
-        gradient_accumulation_steps=mini_batch // micro_batch,
-        epochs=settings.epochs,
-        learning_rate=spec.training.learning_rate,
-        lr_scheduler=spec.training.lr_scheduler,
-        warmup_ratio=spec.training.warmup_ratio,
-        weight_decay=spec.training.weight_decay,
-        max_grad_norm=spec.training.max_grad_norm,
-        kl_coef=settings.kl_coef,
-        kl_estimator=settings.kl_estimator,
-        clip_range=settings.clip_range,
-        clip_range_value=settings.clip_range_value,
-        value_coef=settings.value_coef,
-        gamma=settings.gamma,
-        lam=settings.lambda_,
-        response_length=settings.response_length,
-        temperature=settings.temperature,
-        missing_eos_penalty=settings.missing_eos_penalty,
-        whiten_rewards=settings.whiten_rewards,
-        seed=spec.training.seed,
-    )
+    hyperparameters = hyperparameters_for(spec)
 
     def on_log(step: int, total: int, metrics: dict[str, float]) -> None:
         context.telemetry.record_step(step)
@@ -109,7 +83,7 @@ def train(context: Context) -> StageResult:
         reward_tokenizer=reward_tokenizer,
         reward_format=reward_format,
         reward_prompts=[prompt for _, prompt in train_prompts],
-        stop_token_ids=stop_token_ids(tokenizer, policy.generation_config, settings.stop_tokens),
+        stop_token_ids=stop_token_ids(tokenizer, policy.generation_config, spec.ppo.stop_tokens),
         gradient_checkpointing=spec.training.gradient_checkpointing,
     )
     context.telemetry.set_total(loop.total_updates)
@@ -149,6 +123,41 @@ def train(context: Context) -> StageResult:
         else f"objective/scores={metrics.get('objective/scores', float('nan')):.3g}"
     )
     return StageResult(metrics, key, {"samples": samples[:16]})
+
+
+def hyperparameters_for(spec: Any) -> Any:
+    """The loop's settings from a PPOJob spec. ``training.batchSize`` is the micro-batch (one
+    forward/backward, and one chunk of the scoring passes); each mini-batch accumulates
+    mini-batch / micro-batch of them."""
+    from .ppo_core import PPOHyperparameters
+
+    settings = spec.ppo
+    mini_batch = settings.rollout_batch_size // settings.mini_batches
+    micro_batch = min(spec.training.batch_size, mini_batch)
+    return PPOHyperparameters(
+        total_episodes=settings.total_episodes,
+        rollout_batch_size=settings.rollout_batch_size,
+        mini_batches=settings.mini_batches,
+        gradient_accumulation_steps=mini_batch // micro_batch,
+        epochs=settings.epochs,
+        learning_rate=spec.training.learning_rate,
+        lr_scheduler=spec.training.lr_scheduler,
+        warmup_ratio=spec.training.warmup_ratio,
+        weight_decay=spec.training.weight_decay,
+        max_grad_norm=spec.training.max_grad_norm,
+        kl_coef=settings.kl_coef,
+        kl_estimator=settings.kl_estimator,
+        clip_range=settings.clip_range,
+        clip_range_value=settings.clip_range_value,
+        value_coef=settings.value_coef,
+        gamma=settings.gamma,
+        lam=settings.lambda_,
+        response_length=settings.response_length,
+        temperature=settings.temperature,
+        missing_eos_penalty=settings.missing_eos_penalty,
+        whiten_rewards=settings.whiten_rewards,
+        seed=spec.training.seed,
+    )
 
 
 def _save(loop: Any, folder: Any, samples: list[dict[str, Any]]) -> None:
