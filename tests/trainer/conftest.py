@@ -65,3 +65,40 @@ def summary(output: Path) -> dict[str, Any]:
 
 def first_logged(output: Path, name: str) -> float:
     return next(row[name] for row in summary(output)["history"] if name in row)
+
+
+@pytest.fixture(scope="session")
+def family_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``family_model("qwen2.5") -> Path``: a tiny model of the family, built once per session.
+
+    Families: see ``tests.trainer.families.FAMILIES``; ``"minilm"`` is the real pretrained
+    all-MiniLM-L6-v2 from its wheel. Treat the folders as read-only (they are shared).
+    """
+    from tests.trainer.families import build_family, minilm
+
+    root = tmp_path_factory.mktemp("families")
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            if family == "minilm":
+                built[family] = minilm(root / "minilm")
+            else:
+                built[family] = build_family(family, root / family)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def hub_file(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``hub_file("capybara", count=48, seed=0) -> Path``: a JSON Lines file of that Hub shape."""
+    from tests.trainer.hub_shapes import write
+
+    root = tmp_path_factory.mktemp("hub-shapes")
+
+    def get(shape: str, count: int = 48, seed: int = 0) -> Path:
+        path = root / f"{shape}-{count}-{seed}.jsonl"
+        return path if path.exists() else write(shape, path, count, seed)
+
+    return get
