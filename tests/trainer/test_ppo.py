@@ -281,3 +281,33 @@ def test_training_batch_size_is_the_micro_batch() -> None:
     assert (four.mini_batch_size, four.micro_batch_size) == (32, 4)
     assert four.gradient_accumulation_steps == 8  # follows from the sizes, not from the spec
     assert settings(64).micro_batch_size == 32  # never more than a mini-batch
+
+
+FAMILY_STOPS = {
+    "llama3": ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+    "qwen2.5": ("<|im_end|>", "<|endoftext|>"),
+    "mistral": ("</s>",),
+    "gemma": ("<eos>", "<end_of_turn>"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_STOPS))
+def test_each_family_stops_at_its_turn_end_and_keeps_its_bos(family: str, family_model) -> None:
+    from transformers import AutoTokenizer, GenerationConfig
+
+    folder = family_model(family)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    stops = ppo.stop_token_ids(tokenizer, GenerationConfig.from_pretrained(folder), None)
+    assert sorted(stops) == sorted(tokenizer.convert_tokens_to_ids(list(FAMILY_STOPS[family])))
+
+    bos = tokenizer.bos_token_id if family != "qwen2.5" else None
+    text = ppo.encode_prompt(tokenizer, "Review of the movie:", 64)
+    chat = ppo.encode_prompt(tokenizer, [{"role": "user", "content": "Review of the movie:"}], 512)
+    for ids in (text, chat):
+        if bos is None:
+            assert tokenizer.bos_token_id is None or tokenizer.bos_token_id not in ids[:1]
+        else:
+            assert ids[0] == bos and ids.count(bos) == 1, (family, ids[:5])
+    header = {"llama3": "<|end_header_id|>", "qwen2.5": "<|im_start|>assistant",
+              "mistral": "[/INST]", "gemma": "<start_of_turn>model"}[family]  # fmt: skip
+    assert header in tokenizer.decode(chat[-6:])  # the prompt ends with the assistant header

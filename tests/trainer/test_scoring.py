@@ -53,7 +53,7 @@ def random_reward_model(tokenizer, seed: int = 0) -> LlamaForSequenceClassificat
 def trl_training_ids(tokenizer, prompts, responses) -> list[list[int]]:
     """What TRL's RewardTrainer itself would feed the model for these chosen responses."""
     arguments = RewardConfig(
-        output_dir="unused", max_length=64, report_to=[], use_cpu=True, bf16=False
+        output_dir="unused", max_length=1024, report_to=[], use_cpu=True, bf16=False
     )
     rows = [
         {"prompt": p, "chosen": c, "rejected": c} for p, c in zip(prompts, responses, strict=True)
@@ -90,18 +90,32 @@ def ppo_loop(policy_tokenizer, reward_model, reward_tokenizer, form, reward_prom
     )
 
 
-def sampled_responses(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Responses as a rollout holds them: the text's tokens, EOS, then padding (the pad id
-    is the EOS id when pad == EOS)."""
+def ppo_reward(loop: PPOLoop, tokenizer, prompts, texts: list[str], chat: bool) -> torch.Tensor:
+    """PPO's reward for responses as a rollout holds them: the policy's prompt ids (as the
+    PPO stage encodes them), then the response's tokens in that context, the EOS, padding
+    (the pad id is the EOS id when pad == EOS)."""
+    from rlhf_trainer.ppo import encode_prompt
+
     eos = tokenizer.eos_token_id
-    rows = [tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in texts]
-    width = max(len(row) for row in rows) + 2
-    responses = torch.full((len(rows), width), tokenizer.pad_token_id)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for index, row in enumerate(rows):
+    prompt_rows, response_rows = [], []
+    for prompt, text in zip(prompts, texts, strict=True):
+        prompt_ids = encode_prompt(tokenizer, prompt, 512)
+        if chat:
+            response = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            whole = encode_prompt(tokenizer, prompt + text, 512)
+            assert whole[: len(prompt_ids)] == prompt_ids
+            response = whole[len(prompt_ids) :]
+        prompt_rows.append(prompt_ids)
+        response_rows.append([*response, eos])
+    prompt_ids, prompt_mask = loop._left_padded(prompt_rows)
+    width = max(len(row) for row in response_rows) + 2
+    responses = torch.full((len(response_rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(response_rows), width), dtype=torch.bool)
+    for index, row in enumerate(response_rows):
         responses[index, : len(row)] = torch.tensor(row)
         mask[index, : len(row)] = True
-    return responses, mask
+    return loop.reward_scores(prompts, prompt_ids, prompt_mask, responses, mask).cpu()
 
 
 @pytest.mark.parametrize(
@@ -147,8 +161,7 @@ def test_ppo_scores_a_response_as_the_reward_model_was_trained_and_evaluated(cas
     # PPO's reward for the same (prompt, response) sampled by the policy.
     loop = ppo_loop(policy_tokenizer, model, reward_tokenizer, form, prompts)
     texts = [text.strip() for text in RESPONSES] if conversational else RESPONSES
-    sampled, mask = sampled_responses(policy_tokenizer, texts)
-    ppo_scores = loop.reward_scores(prompts, sampled, mask).cpu()
+    ppo_scores = ppo_reward(loop, policy_tokenizer, prompts, texts, conversational)
     torch.testing.assert_close(ppo_scores, trained, atol=1e-5, rtol=0)
 
 
@@ -189,3 +202,66 @@ def test_the_scoring_form_travels_with_the_model_and_defaults_sensibly(tmp_path:
     # ...else plain text with EOS appended, as TRL trains it.
     plain = bpe_tokenizer(CORPUS, vocab_size=320, chat=False)
     assert scoring.read_format(None, plain, 99) == scoring.ScoringFormat(False, True, 99)
+
+
+# --------------------------------------------------------------------------------------
+# The same on the model families users bring (tests/trainer/families.py)
+# --------------------------------------------------------------------------------------
+
+
+def family_tokenizer(family: str):
+    """The family's tokenizer as ``models.load_tokenizer`` leaves it (pad = EOS when the
+    family has no pad token: Llama-3, Mistral; Qwen2.5 ships pad = EOS)."""
+    from tests.trainer.families import TOKENIZERS
+
+    tokenizer = TOKENIZERS[family]()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def family_reward_model(family: str, tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    from tests.trainer.families import model_config
+
+    torch.manual_seed(0)
+    config = model_config(family, tokenizer)
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+@pytest.mark.parametrize(
+    ("family", "conversational"),
+    [
+        *(
+            (family, chat)
+            for family in ("llama3", "qwen2.5", "mistral", "gemma")
+            for chat in (0, 1)
+        ),
+        ("bert", 0),
+    ],
+)
+def test_ppo_scores_as_each_family_was_trained(family: str, conversational: int) -> None:
+    reward_tokenizer = family_tokenizer(family)
+    policy_tokenizer = family_tokenizer("qwen2.5" if family == "bert" else family)
+    model = family_reward_model(family, reward_tokenizer)
+    form = scoring.format_for_training(reward_tokenizer, bool(conversational), False, 256)
+    prompts = CONVERSATIONS if conversational else PROMPTS
+    texts = [text.strip() for text in RESPONSES] if conversational else RESPONSES
+    responses = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+
+    pairs = zip(prompts, responses, strict=True)
+    rows = [{"prompt": p, "chosen": r, "rejected": r} for p, r in pairs]
+    training_ids = reward.encode_pairs(
+        datasets.Dataset.from_list(rows), reward_tokenizer, form, "t"
+    )
+    training_ids = training_ids["chosen_ids"]
+    if reward_tokenizer.eos_token is not None:  # TRL cannot prepare data without an EOS
+        assert training_ids == trl_training_ids(reward_tokenizer, prompts, responses)
+    trained = torch.tensor([forward_score(model, ids) for ids in training_ids])
+
+    loop = ppo_loop(policy_tokenizer, model, reward_tokenizer, form, prompts)
+    scores = ppo_reward(loop, policy_tokenizer, prompts, texts, bool(conversational))
+    torch.testing.assert_close(scores, trained, atol=1e-5, rtol=0)

@@ -787,20 +787,43 @@ class PPOLoop:
             )
             pieces["reference_logprobs"].append(self._logprobs(reference_logits, response))
             del reference_logits
-        pieces["scores"].append(self.reward_scores(reward_prompts, responses, response_mask))
+        pieces["scores"].append(
+            self.reward_scores(reward_prompts, prompt_ids, prompt_mask, responses, response_mask)
+        )
         return {name: torch.cat(parts) for name, parts in pieces.items() if parts}
 
     def reward_scores(
-        self, reward_prompts: list[scoring.Turns], responses: torch.Tensor, mask: torch.Tensor
+        self,
+        reward_prompts: list[scoring.Turns],
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        responses: torch.Tensor,
+        response_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """The reward model's scores of the responses: decoded to text (stop and special
-        tokens dropped) and scored through ``scoring`` exactly as the reward stage evaluates
-        its model, so any tokenizer and pooling the reward model has works."""
-        texts = [
-            self._decode_response(response, keep)
-            for response, keep in zip(responses, mask, strict=True)
-        ]
+        """The reward model's scores of the responses: each decoded to text in the context
+        of its prompt (special and stop tokens dropped) and scored through ``scoring``
+        exactly as the reward stage evaluates its model, so any tokenizer and pooling the
+        reward model has works."""
+        texts = []
+        for row in range(responses.size(0)):
+            text = self._continuation(
+                prompt_ids[row][prompt_mask[row].bool()].tolist(),
+                responses[row][response_mask[row].bool()].tolist(),
+            )
+            # Chat templates render a message's content without surrounding whitespace.
+            texts.append(text.strip() if self.reward_scorer.form.conversational else text)
         return self.reward_scorer.score(reward_prompts, texts).to(self.accelerator.device)
+
+    def _continuation(self, prompt: list[int], response: list[int]) -> str:
+        """The response's text as it reads after the prompt. Decoded alone, a SentencePiece
+        response (Mistral, Gemma, Llama-2) loses the space its first token starts with, and
+        "the cat" + "sees" would be re-encoded as "the catsees"."""
+        decode = self.tokenizer.decode
+        head = decode(prompt, skip_special_tokens=True)
+        whole = decode(prompt + response, skip_special_tokens=True)
+        if whole.startswith(head):
+            return whole[len(head) :]
+        return decode(response, skip_special_tokens=True)
 
     def _decode_prompt(self, prompt: list[int]) -> str:
         return self.tokenizer.decode(prompt, skip_special_tokens=True)
