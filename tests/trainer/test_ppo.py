@@ -122,6 +122,23 @@ def test_ppo_raises_the_reward_model_score_and_beats_the_sft_policy(
     assert len(samples) == 32 and {"policy", "reference"} <= set(samples[0])
     assert (ppo_output / "model" / "COMPLETE").exists()
     assert (ppo_output / "plots" / "objective_scores.svg").exists()
+    # PPO's score of each response is the reward model's own (before: off by 0.54 on average,
+    # up to 5.0, with pad == EOS).
+    own = reward_model_scores(rm_output / "model", samples)
+    policy_scores = torch.tensor([row["policy_score"] for row in samples])
+    torch.testing.assert_close(policy_scores, own, atol=1e-4, rtol=0)
+
+
+def reward_model_scores(folder, samples: list[dict]) -> torch.Tensor:
+    """The reward model's own scores of (prompt, policy response), fed as it was trained."""
+    from rlhf_trainer import scoring
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    scorer = scoring.RewardScorer(model, tokenizer, scoring.read_format(folder, tokenizer, 64))
+    return scorer.score([row["prompt"] for row in samples], [row["policy"] for row in samples])
 
 
 # --------------------------------------------------------------------------------------
