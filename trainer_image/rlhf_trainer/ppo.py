@@ -31,25 +31,25 @@ def train(context: Context) -> StageResult:
     dtype, master = context.torch_dtype(), context.master_dtype()
     tokenizer = load_tokenizer(spec.policy, "policy", config)
     train_prompts, eval_prompts = _prompts(context, tokenizer)  # data errors before loading
-    policy = load_causal_lm(spec.policy, "policy", config, master)
-    reference = load_causal_lm(spec.policy, "policy", config, dtype)
     reward_tokenizer = load_tokenizer(spec.reward_model, "rewardModel", config)
-    reward_model = load_reward_model(context, dtype, reward_tokenizer.pad_token_id)
-    reward_format = scoring.read_format(
-        _local_folder(spec.reward_model, "rewardModel", context),
-        reward_tokenizer,
-        spec.training.max_length,
-    )
     value_source, value_slot = (
         (spec.value_model, "valueModel") if spec.value_model else (spec.reward_model, "rewardModel")
     )
-    check_same_vocabulary(
+    check_same_vocabulary(  # tokenizers are cheap: refuse before loading any model
         tokenizer,
         reward_tokenizer
         if value_slot == "rewardModel"
         else load_tokenizer(value_source, value_slot, config),
         value_slot,
     )
+    reward_model = load_reward_model(context, dtype, reward_tokenizer.pad_token_id)
+    reward_format = scoring.read_format(
+        _local_folder(spec.reward_model, "rewardModel", context),
+        reward_tokenizer,
+        spec.training.max_length,
+    )
+    policy = load_causal_lm(spec.policy, "policy", config, master)
+    reference = load_causal_lm(spec.policy, "policy", config, dtype)
     value_model = load_classifier(
         value_source, value_slot, config, master, None, tokenizer.pad_token_id
     )
