@@ -70,12 +70,6 @@ CONVERSATIONAL_SHAPES = {
         "chosen": _assistant(row["chosen"]),
         "rejected": _assistant(row["rejected"]),
     },
-    # a text prompt with message-list answers (mixed; TRL itself would fail to concatenate)
-    "text-prompt-message-answers": lambda row: {
-        "prompt": row["prompt"],
-        "chosen": _assistant(row["chosen"]),
-        "rejected": _assistant(row["rejected"]),
-    },
 }
 
 
