@@ -206,6 +206,15 @@ def label_ids(dataset: Any, labels: list[str], origin: str) -> Any:
     return dataset.map(convert, with_indices=True)
 
 
+def preference_pairs(dataset: Any, data_format: str, origin: str) -> Any:
+    """Preference pairs ``chosen``/``rejected`` (+ ``prompt`` when the data has one); rankings
+    expanded to pairs. (Minimal version on the ppo branch; the data branch owns this.)"""
+    if data_format == "ranking":
+        return ranking_to_pairs(dataset, origin)
+    keep = [name for name in ("prompt", "chosen", "rejected") if name in dataset.column_names]
+    return dataset.select_columns(keep)
+
+
 def ranking_to_pairs(dataset: Any, origin: str) -> Any:
     """Expand rankings (responses best first) into every (better, worse) pair."""
 
@@ -226,15 +235,6 @@ def ranking_to_pairs(dataset: Any, origin: str) -> Any:
         return pairs
 
     return dataset.map(expand, batched=True, remove_columns=dataset.column_names)
-
-
-def preference_pairs(dataset: Any, data_format: str, origin: str) -> Any:
-    """Preference pairs ``chosen``/``rejected`` (+ ``prompt`` when the data has one); rankings
-    expanded to pairs. (Minimal version on the ppo branch; the data branch owns this.)"""
-    if data_format == "ranking":
-        return ranking_to_pairs(dataset, origin)
-    keep = [name for name in ("prompt", "chosen", "rejected") if name in dataset.column_names]
-    return dataset.select_columns(keep)
 
 
 def rating_texts(dataset: Any, origin: str) -> Any:
