@@ -300,6 +300,13 @@ CASES = [
         "must divide ppo.rolloutBatchSize evenly",
     ),
     InvalidCase(
+        "ppo-micro-batch-does-not-divide-the-mini-batch",
+        "PPOJob",
+        {"spec.ppo": {"rolloutBatchSize": 32, "miniBatches": 2}, "spec.training": {"batchSize": 6}},
+        "spec.training.batchSize",
+        "in PPO it is the micro-batch",
+    ),
+    InvalidCase(
         "kl-coef-not-a-number",
         "PPOJob",
         {"spec.ppo": {"klCoef": "high"}},

@@ -475,3 +475,17 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path
         torch.testing.assert_close(
             dict(resumed._value_model.named_parameters())[name], parameter, rtol=0, atol=1e-6
         )
+
+
+def test_gradient_checkpointing_changes_memory_not_results() -> None:
+    plain = make_loop(small_hyperparameters(1))
+    checkpointed = make_loop(small_hyperparameters(1), gradient_checkpointing=True)
+    assert checkpointed._policy.is_gradient_checkpointing
+    assert checkpointed._value_model.is_gradient_checkpointing
+    assert not plain._policy.is_gradient_checkpointing
+    plain_metrics, checkpointed_metrics = plain.train(), checkpointed.train()
+    for name in ("objective/scores", "loss/policy_avg", "loss/value_avg"):
+        assert checkpointed_metrics[name] == pytest.approx(plain_metrics[name], abs=1e-5)
+    torch.testing.assert_close(
+        checkpointed._policy.lm_head.weight, plain._policy.lm_head.weight, rtol=0, atol=1e-5
+    )

@@ -486,16 +486,44 @@ def _score(value: Any, origin: str, row: int) -> float:
         ) from None
 
 
-def prompt_texts(dataset: Any, data_format: str, tokenizer: Any) -> list[str]:
-    """PPO prompts as text, chat-formatted when the data holds messages."""
-    if data_format == "messages":
-        texts = []
-        for messages in dataset["messages"]:
-            conversation = [m for m in messages if m["role"] != "assistant"] or messages
-            texts.append(
-                tokenizer.apply_chat_template(
-                    conversation, tokenize=False, add_generation_prompt=True
-                )
+def prompt_texts(dataset: Any, data_format: str, origin: str) -> list[str | list[dict[str, Any]]]:
+    """PPO prompts as the data gives them: a string, or a list of chat messages.
+
+    ``prompt`` may be either (``trl-lib/ultrafeedback-prompt`` holds message lists);
+    ``messages`` loses its last turn when that turn is the assistant's (the answer PPO
+    replaces) and keeps every earlier turn, assistant turns included, so multi-turn prompts
+    still alternate as strict templates (Mistral, Gemma) require.
+    """
+    column = "messages" if data_format == "messages" else "prompt"
+    prompts: list[str | list[dict[str, Any]]] = []
+    for row, value in enumerate(dataset[column]):
+        if isinstance(value, str) and column == "prompt":
+            prompts.append(value)
+            continue
+        if not _is_message_list(value):
+            raise DataError(
+                f"row {row + 1}: {column!r} must be "
+                + ("a string or " if column == "prompt" else "")
+                + "a non-empty list of messages with 'role' and 'content';"
+                f" found {str(value)[:60]!r}",
+                where=origin,
+                field=column,
             )
-        return texts
-    return list(dataset["prompt"])
+        messages = [{"role": m["role"], "content": m["content"]} for m in value]
+        if column == "messages" and len(messages) > 1 and messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
+        prompts.append(messages)
+    return prompts
+
+
+def _is_message_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in value
+        )
+    )

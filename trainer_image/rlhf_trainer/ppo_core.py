@@ -5,10 +5,13 @@ The algorithm follows TRL's PPOTrainer (``trl/experimental/ppo/ppo_trainer.py`` 
 lm-human-preferences. One PPO *update* is:
 
 1. Rollout. Sample a response to each prompt of the batch (temperature, at most
-   ``response_length`` tokens). Everything after the first EOS becomes padding.
+   ``response_length`` tokens). Generation stops at any stop token (every EOS id of the
+   model plus the chat template's end-of-turn); everything after it becomes padding.
 2. Score. Log-probabilities of the sampled tokens under the policy and the frozen
    reference policy, a value for every response position (value head over the value
-   model's backbone), and one reward-model score per response read at its last real token.
+   model's backbone), and one reward-model score per response: the response is decoded to
+   text and re-encoded with the reward model's own tokenizer in the form the reward model
+   was trained on (``scoring.py``), then scored by the reward model's own forward.
 3. Rewards. Per token: ``-kl_coef * KL estimate``; the score is added on the last real
    token. Optionally whitened.
 4. Advantages. Generalised advantage estimation (gamma, lam), then whitened.
@@ -53,6 +56,7 @@ from trl.trainer.utils import (
     selective_log_softmax,
 )
 
+from . import scoring
 from .checkpointing import CheckpointSchedule
 
 __all__ = [
@@ -62,6 +66,7 @@ __all__ = [
     "clipped_value_loss",
     "first_true_indices",
     "generalized_advantage_estimation",
+    "is_stop_token",
     "kl_estimate",
     "latest_checkpoint",
     "masked_mean",
@@ -202,19 +207,25 @@ def first_true_indices(flags: torch.Tensor) -> torch.Tensor:
 
 
 def truncate_after_stop_token(
-    responses: torch.Tensor, stop_token_id: int, pad_token_id: int
+    responses: torch.Tensor, stop_token_id: int | list[int], pad_token_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace every token after the first stop token with padding.
+    """Replace every token after the first stop token (any of ``stop_token_id``) with padding.
 
     Returns ``(truncated responses, mask)``; the mask is True up to and including the stop
     token (a response without one keeps all its tokens). The mask, not the pad id, is what
     marks a response's end afterwards: when the tokenizer pads with its EOS token, a real
     EOS and padding look the same.
     """
-    stop_index = first_true_indices(responses == stop_token_id)
+    stop_index = first_true_indices(is_stop_token(responses, stop_token_id))
     positions = torch.arange(responses.size(1), device=responses.device)
     mask = positions.unsqueeze(0) <= stop_index.unsqueeze(1)
     return responses.masked_fill(~mask, pad_token_id), mask
+
+
+def is_stop_token(tokens: torch.Tensor, stop_token_ids: int | list[int]) -> torch.Tensor:
+    """True where a token is one of the stop tokens."""
+    ids = [stop_token_ids] if isinstance(stop_token_ids, int) else list(stop_token_ids)
+    return torch.isin(tokens, torch.tensor(ids, dtype=tokens.dtype, device=tokens.device))
 
 
 def kl_estimate(
@@ -382,12 +393,9 @@ def _response_logits(
 def _per_token_scores(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """A sequence-classification model's scalar head applied at every position (batch, length).
-
-    Going through the backbone, as TRL's get_reward does, gives PPO the one value per token it
-    needs and lets the caller pick the reward's position itself. The model's own forward would
-    pool at the last non-pad token, which is the wrong place when padding is the EOS token.
-    """
+    """A sequence-classification model's scalar head applied at every position (batch, length):
+    the value model's value of every state. (The reward is not read this way: see
+    ``scoring.py``; a reward model is scored by its own forward and pooling.)"""
     hidden = _backbone(model)(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -438,7 +446,7 @@ class Rollout:
     non_score_rewards: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    ends_with_eos: torch.Tensor  # (batch,) bool
+    ends_with_eos: torch.Tensor  # (batch,) bool: ends with a stop token
 
 
 # --------------------------------------------------------------------------------------
@@ -467,7 +475,17 @@ class PPOLoop:
         accelerator: accelerate.Accelerator | None = None,
         on_log: Callable[[int, int, dict[str, float]], None] | None = None,
         logging_steps: int = 1,
+        reward_tokenizer: PreTrainedTokenizerBase | None = None,
+        reward_format: scoring.ScoringFormat | None = None,
+        reward_prompts: list[scoring.Turns] | None = None,
+        stop_token_ids: list[int] | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
+        """``reward_tokenizer`` and ``reward_format`` say how the reward model reads a
+        (prompt, response) (default: the policy's tokenizer, plain prompt + response text,
+        nothing appended); ``reward_prompts`` are the prompts as the reward model should see
+        them, one per train prompt (default: the decoded prompt ids). ``stop_token_ids`` end
+        responses (default: the tokenizer's EOS)."""
         hyperparameters.validate()
         if reference_policy is policy:
             raise ValueError(
@@ -478,13 +496,14 @@ class PPOLoop:
             raise ValueError("train_prompts is empty")
         if any(len(prompt) == 0 for prompt in train_prompts):
             raise ValueError("every prompt needs at least one token")
-        for name, model in (("value_model", value_model), ("reward_model", reward_model)):
-            prefix = str(getattr(model, "base_model_prefix", ""))
-            if not hasattr(model, "score") or not prefix or not hasattr(model, prefix):
-                raise ValueError(
-                    f"{name} must be an AutoModelForSequenceClassification-style model with a "
-                    "`score` head over a backbone named by `base_model_prefix`"
-                )
+        prefix = str(getattr(value_model, "base_model_prefix", ""))
+        if not hasattr(value_model, "score") or not prefix or not hasattr(value_model, prefix):
+            raise ValueError(
+                "value_model must be an AutoModelForSequenceClassification-style model with a "
+                "`score` head over a backbone named by `base_model_prefix`"
+            )
+        if reward_prompts is not None and len(reward_prompts) != len(train_prompts):
+            raise ValueError("reward_prompts must hold one prompt per train prompt")
 
         self.hyperparameters = hyperparameters
         self.tokenizer = tokenizer
@@ -502,6 +521,7 @@ class PPOLoop:
         self.stopped = False
 
         self.eos_token_id, self.pad_token_id = self._special_token_ids(tokenizer)
+        self.stop_token_ids = list(dict.fromkeys(stop_token_ids or [self.eos_token_id]))
         device = self.accelerator.device
         for model in (policy, reference_policy, value_model, reward_model):
             disable_dropout_in_model(model)
@@ -513,6 +533,22 @@ class PPOLoop:
         self.reference_policy = reference_policy.to(device)
         self.reward_model = reward_model.to(device)
         self.reference_accepts_logits_to_keep = _accepts_logits_to_keep(reference_policy)
+        self.reward_scorer = scoring.RewardScorer(
+            self.reward_model,
+            reward_tokenizer or tokenizer,
+            reward_format or scoring.ScoringFormat(conversational=False, append_eos=False),
+            batch_size=hyperparameters.micro_batch_size,
+        )
+        self.reward_prompts = (
+            list(reward_prompts)
+            if reward_prompts is not None
+            else [self._decode_prompt(prompt) for prompt in self.train_prompts]
+        )
+        if gradient_checkpointing:
+            for trained in (policy, value_model):
+                trained.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
 
         # Like TRL the trained models stay in train mode throughout (dropout is off anyway).
         policy_and_value = PolicyAndValue(policy, value_model)
@@ -656,7 +692,7 @@ class PPOLoop:
             no_repeat_ngram_size=0,
             num_beams=1,
             use_cache=True,
-            eos_token_id=self.eos_token_id,
+            eos_token_id=self.stop_token_ids,
             pad_token_id=self.pad_token_id,
         )
 
@@ -687,7 +723,8 @@ class PPOLoop:
         prompt_mask: torch.Tensor,
         max_new_tokens: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample responses; returns ``(responses, response_mask)``, cut after the first EOS."""
+        """Sample responses; returns ``(responses, response_mask)``, cut after the first stop
+        token."""
         with self._generation_mode(model):
             sequences = model.generate(
                 input_ids=prompt_ids,
@@ -695,7 +732,7 @@ class PPOLoop:
                 generation_config=self._generation_config(max_new_tokens),
             )
         return truncate_after_stop_token(
-            sequences[:, prompt_ids.size(1) :], self.eos_token_id, self.pad_token_id
+            sequences[:, prompt_ids.size(1) :], self.stop_token_ids, self.pad_token_id
         )
 
     def _logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -713,13 +750,13 @@ class PPOLoop:
         responses: torch.Tensor,
         response_mask: torch.Tensor,
         with_values: bool,
+        reward_prompts: list[scoring.Turns],
     ) -> dict[str, torch.Tensor]:
         """Policy and reference log-probabilities, values (optional) and reward-model scores
         of given responses, in micro-batch chunks to bound memory."""
         input_ids = torch.cat([prompt_ids, responses], dim=1)
         attention_mask = torch.cat([prompt_mask, response_mask.long()], dim=1)
         width = responses.size(1)
-        last_real_index = prompt_ids.size(1) + response_mask.long().sum(dim=1) - 1
         policy_and_value = self.accelerator.unwrap_model(self.model)
         chunk = self.hyperparameters.micro_batch_size
         pieces: dict[str, list[torch.Tensor]] = {
@@ -751,26 +788,68 @@ class PPOLoop:
             )
             pieces["reference_logprobs"].append(self._logprobs(reference_logits, response))
             del reference_logits
-            token_scores = _per_token_scores(self.reward_model, ids, mask).float()
-            rows_index = torch.arange(token_scores.size(0), device=token_scores.device)
-            pieces["scores"].append(token_scores[rows_index, last_real_index[rows]])
+        pieces["scores"].append(
+            self.reward_scores(reward_prompts, prompt_ids, prompt_mask, responses, response_mask)
+        )
         return {name: torch.cat(parts) for name, parts in pieces.items() if parts}
+
+    def reward_scores(
+        self,
+        reward_prompts: list[scoring.Turns],
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        responses: torch.Tensor,
+        response_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The reward model's scores of the responses: each decoded to text in the context
+        of its prompt (special and stop tokens dropped) and scored through ``scoring``
+        exactly as the reward stage evaluates its model, so any tokenizer and pooling the
+        reward model has works."""
+        texts = []
+        for row in range(responses.size(0)):
+            text = self._continuation(
+                prompt_ids[row][prompt_mask[row].bool()].tolist(),
+                responses[row][response_mask[row].bool()].tolist(),
+            )
+            # Chat templates render a message's content without surrounding whitespace.
+            texts.append(text.strip() if self.reward_scorer.form.conversational else text)
+        return self.reward_scorer.score(reward_prompts, texts).to(self.accelerator.device)
+
+    def _continuation(self, prompt: list[int], response: list[int]) -> str:
+        """The response's text as it reads after the prompt. Decoded alone, a SentencePiece
+        response (Mistral, Gemma, Llama-2) loses the space its first token starts with, and
+        "the cat" + "sees" would be re-encoded as "the catsees"."""
+        decode = self.tokenizer.decode
+        head = decode(prompt, skip_special_tokens=True)
+        whole = decode(prompt + response, skip_special_tokens=True)
+        if whole.startswith(head):
+            return whole[len(head) :]
+        return decode(response, skip_special_tokens=True)
+
+    def _decode_prompt(self, prompt: list[int]) -> str:
+        return self.tokenizer.decode(prompt, skip_special_tokens=True)
 
     def _rollout(self, update: int) -> Rollout:
         """Steps 1-4 of the module docstring for one batch of prompts."""
         hp = self.hyperparameters
-        prompt_ids, prompt_mask = self._left_padded(
-            [self.train_prompts[i] for i in self._prompt_indices(update)]
-        )
+        indices = self._prompt_indices(update)
+        prompt_ids, prompt_mask = self._left_padded([self.train_prompts[i] for i in indices])
         responses, response_mask = self._generate(
             self._policy, prompt_ids, prompt_mask, hp.response_length
         )
         scored = self._score_responses(
-            prompt_ids, prompt_mask, responses, response_mask, with_values=True
+            prompt_ids,
+            prompt_mask,
+            responses,
+            response_mask,
+            with_values=True,
+            reward_prompts=[self.reward_prompts[i] for i in indices],
         )
 
         mask = response_mask.to(scored["logprobs"].dtype)
-        ends_with_eos = (responses == self.eos_token_id).logical_and(response_mask).any(dim=1)
+        ends_with_eos = (
+            is_stop_token(responses, self.stop_token_ids).logical_and(response_mask).any(dim=1)
+        )
         scores = scored["scores"]
         if hp.missing_eos_penalty is not None:
             scores = scores - hp.missing_eos_penalty * (~ends_with_eos).to(scores.dtype)
@@ -990,7 +1069,10 @@ class PPOLoop:
 
     @torch.no_grad()
     def evaluate(
-        self, prompts: list[list[int]], max_new_tokens: int | None = None
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int | None = None,
+        reward_prompts: list[scoring.Turns] | None = None,
     ) -> dict[str, Any]:
         """Sampled (temperature from hyperparameters, seeded) responses of the policy AND of
         the reference policy to the same prompts, scored by the reward model:
@@ -1001,6 +1083,7 @@ class PPOLoop:
                  "samples": [{"prompt", "policy", "reference", "policy_score",
                               "reference_score"}, ...]}
 
+        ``reward_prompts`` are the prompts as the reward model sees them (default: decoded).
         Scores are the reward model's raw scores (no missing_eos_penalty). Both models sample
         from the same seed, so identical models give identical responses (win rate 0.5). Under
         DDP each process evaluates a contiguous share of the prompts; every process returns the
@@ -1009,17 +1092,22 @@ class PPOLoop:
         if not prompts:
             raise ValueError("evaluate() needs at least one prompt")
         max_new_tokens = max_new_tokens or self.hyperparameters.response_length
+        if reward_prompts is None:
+            reward_prompts = [self._decode_prompt(prompt) for prompt in prompts]
         share = math.ceil(len(prompts) / self.accelerator.num_processes)
-        my_prompts = prompts[
-            self.accelerator.process_index * share : (self.accelerator.process_index + 1) * share
-        ]
+        mine = slice(
+            self.accelerator.process_index * share, (self.accelerator.process_index + 1) * share
+        )
+        my_prompts, my_reward_prompts = prompts[mine], reward_prompts[mine]
         rows: list[dict[str, Any]] = []
-        for start in range(0, len(my_prompts), self.hyperparameters.rollout_batch_size):
+        batch = self.hyperparameters.rollout_batch_size
+        for start in range(0, len(my_prompts), batch):
             rows.extend(
                 self._evaluate_batch(
-                    my_prompts[start : start + self.hyperparameters.rollout_batch_size],
+                    my_prompts[start : start + batch],
                     max_new_tokens,
                     start,
+                    my_reward_prompts[start : start + batch],
                 )
             )
         rows = gather_object(rows) if self.accelerator.num_processes > 1 else rows
@@ -1038,7 +1126,11 @@ class PPOLoop:
         }
 
     def _evaluate_batch(
-        self, prompts: list[list[int]], max_new_tokens: int, offset: int
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        offset: int,
+        reward_prompts: list[scoring.Turns],
     ) -> list[dict[str, Any]]:
         prompt_ids, prompt_mask = self._left_padded(prompts)
         seed = (
@@ -1053,10 +1145,10 @@ class PPOLoop:
                 torch.manual_seed(seed)
                 responses[name] = self._generate(model, prompt_ids, prompt_mask, max_new_tokens)
         policy_side = self._score_responses(
-            prompt_ids, prompt_mask, *responses["policy"], with_values=False
+            prompt_ids, prompt_mask, *responses["policy"], False, reward_prompts
         )
         reference_side = self._score_responses(
-            prompt_ids, prompt_mask, *responses["reference"], with_values=False
+            prompt_ids, prompt_mask, *responses["reference"], False, reward_prompts
         )
         policy_mask = responses["policy"][1].to(policy_side["logprobs"].dtype)
         kl = (

@@ -1,14 +1,22 @@
 """Reward model: pairwise Bradley-Terry loss with TRL's RewardTrainer on preferences and
-rankings (expanded to pairs), or regression (MSE) on ratings."""
+rankings (expanded to pairs), or regression (MSE) on ratings.
+
+Every shape TRL accepts is accepted: ``chosen``/``rejected`` (or ``text``/``response``) as
+strings or message lists, with or without a separate ``prompt``. The rows are encoded by
+``scoring.encode`` (TRL's own recipe, see scoring.py) before the trainer sees them, so the
+form the model is trained on, the form it is evaluated on and the form PPO feeds it are one;
+that form is written next to the model as ``scoring.json``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import hf
-from .data import Splits, load_splits, ranking_to_pairs, rating_texts
+from . import hf, scoring
+from .data import Splits, load_splits, preference_pairs, rating_texts
+from .errors import ConfigError, DataError
 from .evaluation import pairwise_metrics, regression_metrics
-from .lifecycle import Context, StageResult, publish_pretrained
+from .lifecycle import Context, StageResult, publish_model
 from .models import load_classifier, load_tokenizer
 
 
@@ -24,20 +32,68 @@ def train(context: Context) -> StageResult:
     return _train_pairwise(context, tokenizer, model, splits)
 
 
-def _pairs(dataset: Any, data_format: str, origin: str) -> Any:
-    if data_format == "ranking":
-        return ranking_to_pairs(dataset, origin)
-    keep = [name for name in ("prompt", "chosen", "rejected") if name in dataset.column_names]
-    return dataset.select_columns(keep)
+def check_turns(value: Any, column: str, origin: str, row: int) -> None:
+    """A prompt or response must be text or a list of {role, content} messages."""
+    if isinstance(value, str) or scoring.is_conversation(value):
+        return
+    raise DataError(
+        f"row {row + 1}: {column!r} must be a string or a list of messages with 'role' and"
+        f" 'content'; found {type(value).__name__} {str(value)[:60]!r}",
+        where=origin,
+        field=column,
+    )
+
+
+def training_format(
+    context: Context, tokenizer: Any, first_row: dict[str, Any], ratings: bool, origin: str
+) -> scoring.ScoringFormat:
+    """The form this dataset trains the reward model on: conversational when its responses
+    are message lists (TRL decides the same way)."""
+    response_column = next(name for name in ("chosen", "response", "text") if name in first_row)
+    conversational = scoring.is_conversation(first_row[response_column])
+    if conversational and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"the dataset's {response_column!r} column holds messages but the model's tokenizer"
+            " has no chat template; use a model with one, or give the data as plain text",
+            where=origin,
+            field="spec.model",
+        )
+    return scoring.format_for_training(
+        tokenizer, conversational, ratings, context.spec.training.max_length
+    )
+
+
+def encode_pairs(dataset: Any, tokenizer: Any, form: scoring.ScoringFormat, origin: str) -> Any:
+    """Pairs as TRL's pre-tokenized columns ``chosen_ids`` and ``rejected_ids``."""
+    has_prompt = "prompt" in dataset.column_names
+
+    def encode_row(row: dict[str, Any], index: int) -> dict[str, Any]:
+        prompt = row["prompt"] if has_prompt else None
+        if has_prompt:
+            check_turns(prompt, "prompt", origin, index)
+        encoded = {}
+        for column in ("chosen", "rejected"):
+            check_turns(row[column], column, origin, index)
+            encoded[f"{column}_ids"] = scoring.encode(tokenizer, form, prompt, row[column])
+        return encoded
+
+    return dataset.map(encode_row, with_indices=True, remove_columns=dataset.column_names)
 
 
 def _train_pairwise(context: Context, tokenizer: Any, model: Any, splits: Splits) -> StageResult:
     from trl import RewardConfig, RewardTrainer
 
     spec = context.spec
-    train_set = _pairs(splits.train, splits.format, splits.origin)
+    train_pairs = preference_pairs(splits.train, splits.format, splits.origin)
+    eval_pairs = (
+        preference_pairs(splits.eval, splits.format, splits.origin)
+        if splits.eval is not None
+        else None
+    )
+    form = training_format(context, tokenizer, train_pairs[0], False, splits.origin)
+    train_set = encode_pairs(train_pairs, tokenizer, form, splits.origin)
     eval_set = (
-        _pairs(splits.eval, splits.format, splits.origin) if splits.eval is not None else None
+        encode_pairs(eval_pairs, tokenizer, form, splits.origin) if eval_pairs is not None else None
     )
     arguments = RewardConfig(
         **hf.training_arguments(
@@ -66,21 +122,16 @@ def _train_pairwise(context: Context, tokenizer: Any, model: Any, splits: Splits
     metrics: dict[str, float] = {"train_loss": float(train_output.training_loss)}
     model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
     details: dict[str, Any] = {}
-    if eval_set is not None:
+    if eval_pairs is not None:
         context.telemetry.set_state("evaluating")
-        prompts = eval_set["prompt"] if "prompt" in eval_set.column_names else [""] * len(eval_set)
-        chosen = score_texts(
-            model,
-            tokenizer,
-            [p + c for p, c in zip(prompts, eval_set["chosen"], strict=True)],
-            spec.training.max_length,
+        scorer = scoring.RewardScorer(model, tokenizer, form, batch_size=spec.training.batch_size)
+        prompts = (
+            eval_pairs["prompt"]
+            if "prompt" in eval_pairs.column_names
+            else [None] * len(eval_pairs)
         )
-        rejected = score_texts(
-            model,
-            tokenizer,
-            [p + r for p, r in zip(prompts, eval_set["rejected"], strict=True)],
-            spec.training.max_length,
-        )
+        chosen = scorer.score(prompts, eval_pairs["chosen"]).tolist()
+        rejected = scorer.score(prompts, eval_pairs["rejected"]).tolist()
         figures = pairwise_metrics(chosen, rejected)
         metrics.update({f"eval_{name}": value for name, value in figures.items()})
         context.telemetry.record_metrics(metrics)
@@ -88,36 +139,51 @@ def _train_pairwise(context: Context, tokenizer: Any, model: Any, splits: Splits
             {"prompt": p, "chosen": c, "rejected": r, "chosen_score": cs, "rejected_score": rs}
             for p, c, r, cs, rs in list(
                 zip(
-                    prompts, eval_set["chosen"], eval_set["rejected"], chosen, rejected, strict=True
+                    prompts,
+                    eval_pairs["chosen"],
+                    eval_pairs["rejected"],
+                    chosen,
+                    rejected,
+                    strict=True,
                 )
             )[:8]
         ]
-    return _finish(context, tokenizer, model, metrics, details, "eval_accuracy")
+    return _finish(context, tokenizer, model, form, metrics, details, "eval_accuracy")
+
+
+def encode_ratings(dataset: Any, tokenizer: Any, form: scoring.ScoringFormat, origin: str) -> Any:
+    """Ratings as ``input_ids`` + float ``labels`` (prompt + response, or text)."""
+    has_prompt = "prompt" in dataset.column_names
+    response_column = "response" if "response" in dataset.column_names else "text"
+
+    def encode_row(row: dict[str, Any], index: int) -> dict[str, Any]:
+        prompt = row["prompt"] if has_prompt else None
+        if has_prompt:
+            check_turns(prompt, "prompt", origin, index)
+        check_turns(row[response_column], response_column, origin, index)
+        ids = scoring.encode(tokenizer, form, prompt, row[response_column])
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": float(row["score"])}
+
+    return dataset.map(encode_row, with_indices=True, remove_columns=dataset.column_names)
 
 
 def _train_regression(context: Context, tokenizer: Any, model: Any, splits: Splits) -> StageResult:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     spec = context.spec
-
-    def prepare(dataset: Any) -> Any:
-        rated = rating_texts(dataset, splits.origin)
-        return rated.map(
-            lambda rows: {
-                **tokenizer(rows["text"], truncation=True, max_length=spec.training.max_length),
-                "labels": [float(score) for score in rows["score"]],
-            },
-            batched=True,
-            remove_columns=["text", "score"],
-        )
+    train_rows = rating_texts(splits.train, splits.origin)
+    eval_rows = rating_texts(splits.eval, splits.origin) if splits.eval is not None else None
+    form = training_format(context, tokenizer, train_rows[0], True, splits.origin)
 
     if spec.lora:
         from peft import get_peft_model
 
         model = get_peft_model(model, hf.lora_config(spec.lora, "SEQ_CLS"))
     model.config.problem_type = "regression"
-    train_set = prepare(splits.train)
-    eval_set = prepare(splits.eval) if splits.eval is not None else None
+    train_set = encode_ratings(train_rows, tokenizer, form, splits.origin)
+    eval_set = (
+        encode_ratings(eval_rows, tokenizer, form, splits.origin) if eval_rows is not None else None
+    )
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
@@ -151,13 +217,14 @@ def _train_regression(context: Context, tokenizer: Any, model: Any, splits: Spli
             metrics[f"eval_{name}"] = float(evaluation[f"eval_{name}"])
         context.telemetry.record_metrics(metrics)
     model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
-    return _finish(context, tokenizer, model, metrics, {}, "eval_spearman")
+    return _finish(context, tokenizer, model, form, metrics, {}, "eval_spearman")
 
 
 def _finish(
     context: Context,
     tokenizer: Any,
     model: Any,
+    form: scoring.ScoringFormat,
     metrics: dict[str, float],
     details: dict[str, Any],
     key: str,
@@ -165,36 +232,14 @@ def _finish(
     if not context.is_main:
         return StageResult(metrics, "")
 
-    publish_pretrained(context, model, tokenizer)
+    def save(folder: Any) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        form.save(folder)
+
+    context.telemetry.set_state("saving")
+    publish_model(context.output_dir, save)
     key_metric = (
         f"{key}={metrics[key]:.3f}" if key in metrics else f"train_loss={metrics['train_loss']:.4g}"
     )
     return StageResult(metrics, key_metric, details)
-
-
-def score_texts(
-    model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 32
-) -> list[float]:
-    """The reward model's score of each text (the scalar head at the last real token)."""
-    import torch
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    scores: list[float] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(texts), batch_size):
-                batch = texts[start : start + batch_size]
-                encoded = tokenizer(
-                    [text + (tokenizer.eos_token or "") for text in batch],
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                )
-                logits = model(**{k: v.to(device) for k, v in encoded.items()}).logits
-                scores.extend(float(value) for value in logits[:, 0].float().cpu())
-    finally:
-        model.train(was_training)
-    return scores

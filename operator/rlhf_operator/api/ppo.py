@@ -16,8 +16,9 @@ class PromptDataset(DatasetSource):
     """Prompts the policy answers during training."""
 
     format: Literal["auto", "prompt", "messages"] = "auto"
-    """prompt: a "prompt" string; messages: a "messages" list (the last user turn is
-    answered). "auto" decides from the columns present."""
+    """prompt: a "prompt" column holding a string or a list of chat messages; messages: a
+    "messages" list, whose last assistant turn (if it ends with one) is dropped and the rest
+    kept. "auto" decides from the columns present."""
 
 
 class PPOTraining(Training):
@@ -25,6 +26,10 @@ class PPOTraining(Training):
 
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 3e-6
     """Peak learning rate."""
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    """Sequences per forward/backward pass on one device (the micro-batch, which sizes
+    memory); each mini-batch (ppo.rolloutBatchSize / ppo.miniBatches) is accumulated from
+    such passes, so gradientAccumulationSteps is not used by PPO."""
 
 
 class PPOSettings(ApiModel):
@@ -57,7 +62,13 @@ class PPOSettings(ApiModel):
     temperature: Annotated[float, Field(gt=0, le=10)] = 0.7
     """Sampling temperature of rollouts."""
     missing_eos_penalty: Annotated[float, Field(ge=0)] | None = None
-    """Subtracted from the score of responses that do not end with the EOS token."""
+    """Subtracted from the score of responses that do not end with a stop token."""
+    stop_tokens: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=16
+    )
+    """Tokens that end a response (exact token strings of the policy's tokenizer). Default:
+    every EOS id of the policy's generation config and tokenizer, plus the chat template's
+    end-of-turn token (<|eot_id|>, <|im_end|>, <end_of_turn>)."""
     whiten_rewards: bool = False
     """Whiten (normalise) rewards within each batch."""
     eval_prompts: Annotated[int, Field(ge=0, le=100000)] = 64
@@ -72,12 +83,30 @@ ROLLOUT_SPLITS_EVENLY = Rule(
 )
 
 
+MICRO_BATCH_SPLITS_MINI_BATCH = Rule(
+    cel=(
+        "self.training.batchSize >= self.ppo.rolloutBatchSize / self.ppo.miniBatches"
+        " || (self.ppo.rolloutBatchSize / self.ppo.miniBatches) % self.training.batchSize == 0"
+    ),
+    check=lambda spec: (
+        spec.training.batch_size >= spec.ppo.rollout_batch_size // spec.ppo.mini_batches
+        or (spec.ppo.rollout_batch_size // spec.ppo.mini_batches) % spec.training.batch_size == 0
+    ),
+    message=(
+        "training.batchSize: in PPO it is the micro-batch and must divide the mini-batch"
+        " (ppo.rolloutBatchSize / ppo.miniBatches) evenly"
+    ),
+    field="training.batchSize",
+)
+
+
 PPO_NEEDS_DDP = Rule(
     cel="self.distributed.strategy == 'ddp'",
     check=lambda spec: spec.distributed.strategy == "ddp",
     message=(
         "distributed.strategy: PPO keeps four models in step and supports ddp only;"
-        " use ddp (with more GPUs) or LoRA to fit bigger models"
+        " to fit bigger models lower training.batchSize, turn on"
+        " training.gradientCheckpointing or use GPUs with more memory"
     ),
     field="distributed.strategy",
 )
@@ -86,14 +115,16 @@ PPO_NEEDS_DDP = Rule(
 class PPOJobSpec(JobSpec):
     """Proximal policy optimisation of the policy against the reward model."""
 
-    rules = (*JobSpec.rules, ROLLOUT_SPLITS_EVENLY, PPO_NEEDS_DDP)
+    rules = (*JobSpec.rules, ROLLOUT_SPLITS_EVENLY, MICRO_BATCH_SPLITS_MINI_BATCH, PPO_NEEDS_DDP)
 
     policy: PolicyModelSource
     """The policy to optimise (usually an SFTJob's output); a frozen copy is the reference."""
     reward_model: RewardModelSource
     """The reward model scoring responses (usually a RewardModelJob's output)."""
     value_model: RewardModelSource | None = None
-    """Initial value model; the reward model when unset."""
+    """Initial value model; the reward model when unset. It reads the policy's tokens, so
+    it must have the policy's tokenizer (checked at start; the policy itself works). The
+    reward model may have any tokenizer: responses are decoded and re-encoded for it."""
     dataset: PromptDataset
     """Prompts."""
     training: PPOTraining = Field(default_factory=PPOTraining)
