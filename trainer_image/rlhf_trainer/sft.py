@@ -73,9 +73,9 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
         if "eval_mean_token_accuracy" in evaluation:
             metrics["eval_mean_token_accuracy"] = float(evaluation["eval_mean_token_accuracy"])
         context.telemetry.record_metrics(metrics)
-    if not context.is_main:
+    model = hf.trained_model(context, trainer, merge_lora=spec.lora.merge if spec.lora else True)
+    if model is None:  # not the main process: it took part in gathering the model
         return StageResult(metrics, "")
-    model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
     samples = _samples(context, model, tokenizer, splits)
     candidates = _candidates(context, model, tokenizer, splits)
 
@@ -249,9 +249,9 @@ def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> Stage
                 ],
             )
             (context.output_dir / "eval.json").write_text(json.dumps(report, indent=2))
-    if not context.is_main:
+    model = hf.trained_model(context, trainer, merge_lora=spec.lora.merge if spec.lora else True)
+    if model is None:  # not the main process: it took part in gathering the model
         return StageResult(metrics, "")
-    model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
     publish_pretrained(context, model, tokenizer)
     key = (
         f"eval_accuracy={metrics['eval_accuracy']:.3f}"
