@@ -3,7 +3,7 @@ reaches one process stops both at the same step.
 
 The processes are started the way torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR/PORT), without torchrun, so each one's exit code and pid are the test's own.
-FSDP runs through ``tests/trainer/fsdp_on_cpu.py``: accelerate 1.15 enables FSDP only on
+FSDP runs through ``tests/trainer/fsdp_launch.py``: accelerate 1.15 enables FSDP only on
 GPU-like devices, and the launcher lifts exactly that gate (see its docstring); everything
 else is the real FSDP2 path of transformers 5.24 + accelerate 1.15 + torch 2.15. DeepSpeed
 is not installed here: ZeRO-3 is checked by the settings it receives, and both strategies
@@ -27,8 +27,9 @@ from rlhf_trainer.hf import distributed_arguments
 from rlhf_trainer.lifecycle import EXIT_INTERRUPTED
 
 from tests.trainer.conftest import job_manifest, summary
+from tests.trainer.fsdp_launch import trained_weights
 
-FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
+FSDP_LAUNCH = Path(__file__).with_name("fsdp_launch.py")
 TRAINING = {"learningRate": 1e-3, "batchSize": 4, "maxLength": 64, "loggingSteps": 2}
 
 
@@ -128,15 +129,6 @@ def test_zero3_gathers_16_bit_weights_when_the_model_is_saved() -> None:
 # --- FSDP2 on CPU: the published model is the trained one, whole -------------------------
 
 
-def _gathered_shards(folder: Path) -> dict[str, Any]:
-    """The trained weights rebuilt from each process's own shards (FSDP2 shards dim 0)."""
-    import torch
-
-    ranks = [torch.load(folder / f"rank-{rank}.pt") for rank in (0, 1)]
-    assert ranks[0].keys() == ranks[1].keys()
-    return {name: torch.cat([rank[name] for rank in ranks]) for name in ranks[0]}
-
-
 @pytest.mark.parametrize(
     ("kind", "stage", "auto_class"),
     [
@@ -164,13 +156,13 @@ def test_fsdp_on_two_processes_publishes_the_trained_weights_whole(
     config, output = write_config(job_manifest(kind, f"fsdp-{stage}", spec))
     shards = tmp_path / "shards"
     results = _finish(
-        _start([sys.executable, str(FSDP_ON_CPU), stage], config, {"RLHF_TEST_SHARDS": str(shards)})
+        _start([sys.executable, str(FSDP_LAUNCH), stage], config, {"RLHF_TEST_SHARDS": str(shards)})
     )
     for code, log in results:
         assert code == 0, log[-4000:]
     assert summary(output)["worldSize"] == 2
 
-    trained = _gathered_shards(shards)
+    trained = trained_weights(shards, 2)
     published = load_file(output / "model" / "model.safetensors")
     assert published.keys() == trained.keys()
     for name, weight in trained.items():
@@ -191,6 +183,63 @@ def test_fsdp_on_two_processes_publishes_the_trained_weights_whole(
     if kind == "SFTJob":  # generated on rank 0 from the gathered model, after training
         samples = (output / "model" / "samples.jsonl").read_text().splitlines()
         assert len(samples) == 2 and all(json.loads(row)["completion"] for row in samples)
+
+
+def test_fsdp_with_lora_publishes_the_adapters_merged_into_the_trained_base(
+    write_config, tmp_path: Path
+) -> None:
+    """A sharded PeftModel saves only its adapter: rank 0 loads the base again under it
+    and merges. The published weights are what merging the trained shards gives."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    r, alpha = 4, 8
+    spec = {
+        "resources": {"gpusPerNode": 1},
+        "distributed": {"strategy": "fsdp"},
+        "model": {"preset": "tiny"},
+        "dataset": {"preset": "tiny", "maxSamples": 64},
+        "training": {**TRAINING, "maxSteps": 4, "learningRate": 1e-2},
+        "lora": {"r": r, "alpha": alpha},
+        "runPolicy": {"checkpointInterval": 1000},
+    }
+    config, output = write_config(job_manifest("RewardModelJob", "fsdp-lora", spec))
+    shards = tmp_path / "shards"
+    results = _finish(
+        _start([sys.executable, str(FSDP_LAUNCH), "rm"], config, {"RLHF_TEST_SHARDS": str(shards)})
+    )
+    for code, log in results:
+        assert code == 0, log[-4000:]
+
+    trained = trained_weights(shards, 2)
+    expected: dict[str, Any] = {}
+    for name, weight in trained.items():
+        if ".lora_" in name or ".original_module." in name:
+            continue
+        if name.endswith(".base_layer.weight"):
+            stem = name.removesuffix(".base_layer.weight")
+            delta = (
+                trained[f"{stem}.lora_B.default.weight"] @ trained[f"{stem}.lora_A.default.weight"]
+            )
+            weight = weight + (alpha / r) * delta
+        key = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        expected[key.replace(".modules_to_save.default.", ".")] = weight
+    published = load_file(output / "model" / "model.safetensors")
+    assert published.keys() == expected.keys()
+    for name, weight in expected.items():
+        assert torch.allclose(published[name], weight, atol=1e-6), name
+    adapted = [n for n in trained if n.endswith(".base_layer.weight")]
+    assert adapted and any(
+        not torch.equal(
+            trained[n], published[n.removeprefix("base_model.model.").replace(".base_layer.", ".")]
+        )
+        for n in adapted
+    )  # the adapters learned something, and it is in the published weights
+    _, info = AutoModelForSequenceClassification.from_pretrained(
+        output / "model", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
 # --- SIGTERM agreed across processes -----------------------------------------------------
