@@ -253,7 +253,8 @@ def trained_model(context: Context, trainer: Any, *, merge_lora: bool) -> Any | 
     state_dict = trainer.accelerator.get_state_dict(wrapped)  # collective
     if not context.is_main:
         return None
-    return plain_model(_reloaded(unwrapped, state_dict, context.output_dir), merge_lora)
+    model = plain_model(_reloaded(unwrapped, state_dict, context.output_dir), merge_lora)
+    return _moved_if_it_fits(model, trainer.args.device)
 
 
 def is_sharded(trainer: Any) -> bool:
@@ -268,16 +269,54 @@ def is_sharded(trainer: Any) -> bool:
 def _reloaded(sharded: Any, state_dict: dict[str, Any], scratch: Path) -> Any:
     """A plain model holding ``state_dict``, built the way transformers saves and loads."""
     with tempfile.TemporaryDirectory(prefix=".gathered.", dir=scratch) as folder:
-        sharded.save_pretrained(folder, state_dict=state_dict)
         if not hasattr(sharded, "peft_config"):
+            sharded.save_pretrained(folder, state_dict=state_dict)
             return _unwrapped_class(sharded).from_pretrained(folder)
         from peft import PeftModel
+        from safetensors.torch import save_file
 
-        # An adapter was saved: load its base again (from where it was loaded) under it.
+        # A PeftModel saves only its adapters: the trained base comes from the same
+        # gathered state dict, so nothing is read again from the hub or the claim.
+        sharded.save_pretrained(Path(folder) / "adapter", state_dict=state_dict)
         base = sharded.get_base_model()
-        source = sharded.peft_config[sharded.active_adapter].base_model_name_or_path
-        fresh = _unwrapped_class(base).from_pretrained(source, config=base.config)
-        return PeftModel.from_pretrained(fresh, folder)
+        base.config.save_pretrained(folder)
+        if getattr(base, "generation_config", None) is not None:
+            base.generation_config.save_pretrained(folder)
+        weights = {key: value.contiguous() for key, value in _base_weights(state_dict).items()}
+        save_file(weights, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
+        fresh = _unwrapped_class(base).from_pretrained(folder)
+        return PeftModel.from_pretrained(fresh, Path(folder) / "adapter")
+
+
+def _base_weights(peft_state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The base model's own weights in a PeftModel's full state dict, under the base
+    model's names: adapters and trained copies of modules_to_save left out."""
+    base = {}
+    for name, weight in peft_state_dict.items():
+        if ".lora_" in name or ".modules_to_save." in name:
+            continue
+        key = name.removeprefix("base_model.model.")
+        base[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = weight
+    return base
+
+
+def _moved_if_it_fits(model: Any, device: Any) -> Any:
+    """The whole model on rank 0's accelerator for sample generation, or on the CPU (slow
+    but safe) when it does not fit next to that rank's share of the training state."""
+    import torch
+
+    try:
+        return model.to(device)
+    except torch.OutOfMemoryError:
+        model.to("cpu")
+        torch.cuda.empty_cache()
+        print(
+            f"rlhf-trainer: the whole model does not fit on {device} next to the training"
+            " state; samples are generated on the CPU",
+            file=sys.stderr,
+            flush=True,
+        )
+        return model
 
 
 def _unwrapped_class(model: Any) -> Any:
