@@ -115,6 +115,36 @@ def test_gradient_checkpointing_under_fsdp_is_fsdps_own(tmp_path: Path) -> None:
     assert not arguments.activation_checkpointing
 
 
+def test_a_jobs_gradient_checkpointing_under_fsdp_reaches_fsdp_only(tmp_path: Path) -> None:
+    """training.gradientCheckpointing under fsdp: FSDP's activation checkpointing on, the
+    Trainer's off (transformers refuses both at once)."""
+    from types import SimpleNamespace
+
+    from rlhf_operator.api import SFTJob
+    from rlhf_trainer.hf import training_arguments
+
+    job = SFTJob.model_validate(
+        job_manifest(
+            "SFTJob",
+            "ckpt",
+            {
+                "resources": {"gpusPerNode": 1},
+                "distributed": {"strategy": "fsdp"},
+                "model": {"preset": "tiny"},
+                "dataset": {"preset": "tiny"},
+                "training": {"gradientCheckpointing": True},
+            },
+        )
+    )
+    context = SimpleNamespace(
+        spec=job.spec, checkpoint_dir=tmp_path, device="cuda", precision="bf16"
+    )
+    arguments = training_arguments(context, job.spec.training, has_eval=False)  # type: ignore[arg-type]
+    assert arguments["activation_checkpointing"] is False
+    assert arguments["fsdp_config"]["activation_checkpointing"] is True
+    assert arguments["fsdp_config"]["version"] == 2
+
+
 def test_zero3_gathers_16_bit_weights_when_the_model_is_saved() -> None:
     """DeepSpeed is not installed here, so ZeRO is checked by the config it receives."""
     zero3 = distributed_arguments("deepspeed-zero3")["deepspeed"]
