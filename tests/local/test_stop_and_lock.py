@@ -18,7 +18,7 @@ DEMO = ROOT / "examples" / "local" / "pipeline.yaml"
 
 
 def _sft_manifest(tmp_path: Path, **training: object) -> Path:
-    document = list(yaml.safe_load_all(DEMO.read_text()))[0]
+    document = next(iter(yaml.safe_load_all(DEMO.read_text())))
     document["spec"]["training"].update(training)
     document["spec"]["generation"]["samples"] = 0
     path = tmp_path / "sft.yaml"

@@ -173,16 +173,6 @@ def test_packing_trains_on_packed_sequences(write_config) -> None:
     assert tokens[-1] / 40 > 4 * 30
 
 
-def test_distributed_strategies_map_to_transformers_arguments() -> None:
-    from rlhf_trainer.hf import distributed_arguments
-
-    assert distributed_arguments("ddp") == {}
-    assert distributed_arguments("fsdp")["fsdp"] == "full_shard auto_wrap"
-    zero3 = distributed_arguments("deepspeed-zero3")["deepspeed"]["zero_optimization"]
-    assert zero3["stage"] == 3 and zero3["stage3_gather_16bit_weights_on_model_save"]
-    assert distributed_arguments("deepspeed-zero2")["deepspeed"]["zero_optimization"]["stage"] == 2
-
-
 # --- conversational data ---------------------------------------------------------------
 
 

@@ -120,7 +120,7 @@ def _train_pairwise(context: Context, tokenizer: Any, model: Any, splits: Splits
     )
     train_output = hf.train_resumably(context, trainer)
     metrics: dict[str, float] = {"train_loss": float(train_output.training_loss)}
-    model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
+    model = trainer.model  # every rank scores (a sharded model needs them all)
     details: dict[str, Any] = {}
     if eval_pairs is not None:
         context.telemetry.set_state("evaluating")
@@ -148,7 +148,7 @@ def _train_pairwise(context: Context, tokenizer: Any, model: Any, splits: Splits
                 )
             )[:8]
         ]
-    return _finish(context, tokenizer, model, form, metrics, details, "eval_accuracy")
+    return _finish(context, tokenizer, trainer, form, metrics, details, "eval_accuracy")
 
 
 def encode_ratings(dataset: Any, tokenizer: Any, form: scoring.ScoringFormat, origin: str) -> Any:
@@ -216,20 +216,21 @@ def _train_regression(context: Context, tokenizer: Any, model: Any, splits: Spli
         for name in ("mse", "pearson", "spearman", "loss"):
             metrics[f"eval_{name}"] = float(evaluation[f"eval_{name}"])
         context.telemetry.record_metrics(metrics)
-    model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
-    return _finish(context, tokenizer, model, form, metrics, {}, "eval_spearman")
+    return _finish(context, tokenizer, trainer, form, metrics, {}, "eval_spearman")
 
 
 def _finish(
     context: Context,
     tokenizer: Any,
-    model: Any,
+    trainer: Any,
     form: scoring.ScoringFormat,
     metrics: dict[str, float],
     details: dict[str, Any],
     key: str,
 ) -> StageResult:
-    if not context.is_main:
+    lora = context.spec.lora
+    model = hf.trained_model(context, trainer, merge_lora=lora.merge if lora else True)
+    if model is None:  # not the main process: it took part in gathering the model
         return StageResult(metrics, "")
 
     def save(folder: Any) -> None:

@@ -111,9 +111,9 @@ def _train_causal_lm(context: Context, tokenizer: Any, splits: Splits) -> StageR
         metrics.update(evaluate_held_out(trainer, splits.test))
         metrics["test_perplexity"] = perplexity(metrics["test_loss"])
         context.telemetry.record_metrics(metrics)
-    if not context.is_main:
+    model = hf.trained_model(context, trainer, merge_lora=spec.lora.merge if spec.lora else True)
+    if model is None:  # not the main process: it took part in gathering the model
         return StageResult(metrics, "")
-    model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
     samples = _samples(context, model, tokenizer, splits)
     candidates = _candidates(context, model, tokenizer, splits)
 
@@ -370,9 +370,9 @@ def _train_classifier(context: Context, tokenizer: Any, splits: Splits) -> Stage
             _write_classification(context, prefix, rows["text"], prediction, predicted, labels)
             name = "eval.json" if prefix == "eval" else f"{prefix}.json"
             (context.output_dir / name).write_text(json.dumps(report, indent=2))
-    if not context.is_main:
+    model = hf.trained_model(context, trainer, merge_lora=spec.lora.merge if spec.lora else True)
+    if model is None:  # not the main process: it took part in gathering the model
         return StageResult(metrics, "")
-    model = hf.plain_model(trainer.model, spec.lora.merge if spec.lora else True)
     publish_pretrained(context, model, tokenizer)
     key = _key_metric(metrics, ("test_accuracy", "eval_accuracy", "train_loss"))
     return StageResult(metrics, key, details)
