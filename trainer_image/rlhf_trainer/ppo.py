@@ -13,7 +13,7 @@ from .models import load_causal_lm, load_classifier, load_tokenizer
 
 
 def train(context: Context) -> StageResult:
-    from .ppo_core import PPOHyperparameters, PPOLoop
+    from .ppo_core import CHECKPOINT_PREFIX, PPOHyperparameters, PPOLoop, latest_checkpoint
 
     spec = context.spec
     config = context.config
@@ -60,6 +60,7 @@ def train(context: Context) -> StageResult:
 
     def on_log(step: int, total: int, metrics: dict[str, float]) -> None:
         context.telemetry.record_step(step)
+        context.telemetry.record_episodes(metrics["episode"])
         context.telemetry.record_metrics(
             {**metrics, "samples_per_second": metrics.get("eps", 0.0)}, step
         )
@@ -84,7 +85,11 @@ def train(context: Context) -> StageResult:
         logging_steps=spec.training.logging_steps,
     )
     context.telemetry.set_total(loop.total_updates)
-    context.telemetry.record_step(loop.step)
+    # The step train() resumes from: the counters count only this process's updates.
+    resumed = latest_checkpoint(context.checkpoint_dir)
+    start_step = int(resumed.name.removeprefix(CHECKPOINT_PREFIX)) if resumed else 0
+    context.telemetry.start_counting(start_step, episodes_seen=start_step * loop.global_batch_size)
+    context.telemetry.record_step(start_step)
     context.telemetry.set_state("training")
     run_policy = spec.run_policy
     last = loop.train(
