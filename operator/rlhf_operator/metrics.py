@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from .api import KINDS, PHASES
+
+# No NAME_created series next to counters and histograms (docs/metrics.md).
+disable_created_metrics()
 
 REGISTRY = CollectorRegistry()
 

@@ -1,7 +1,8 @@
 """The whole product as a user meets it: helm install, the operator running with the
 chart's ServiceAccount (not admin), kubectl apply of the smoke pipeline, the trainer pods
-run for real, and a real Prometheus scraping the trainers and the operator while every
-dashboard panel's query and the shipped alerts are checked against what it recorded."""
+run for real, and a real Prometheus scraping the trainers (as the common annotation-based
+configs do, without honor_labels) and the operator while every dashboard panel's query and
+the shipped alerts are checked against what it recorded."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ CHART = ROOT / "helm" / "rlhf-operator"
 SMOKE = ROOT / "examples" / "smoke"
 
 
-def _panel_queries() -> list[tuple[str, str, str]]:
+def _panel_queries(namespace: str, jobs: str) -> list[tuple[str, str, str]]:
+    """Every panel query with the variables set as a user picks them."""
     queries = []
     for path in sorted((CHART / "dashboards").glob("*.json")):
         board = json.loads(path.read_text())
@@ -29,7 +31,7 @@ def _panel_queries() -> list[tuple[str, str, str]]:
             panels.extend(panel.get("panels", [panel]))
         for panel in panels:
             for target in panel.get("targets", []):
-                expr = target["expr"].replace("$namespace", ".*").replace("$job", ".*")
+                expr = target["expr"].replace("$namespace", namespace).replace("$job", jobs)
                 queries.append((path.stem, panel["title"], expr))
     return queries
 
@@ -69,7 +71,7 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
 ) -> None:
     from harness.executor import PodExecutor
     from harness.pipeline import OperatorProcess, Pipeline, free_port
-    from harness.prometheus import Prometheus
+    from harness.prometheus import Prometheus, annotated_pod, annotation_scrape_job
 
     namespace, kubeconfig = installed_chart
     monkeypatch.setenv("RLHF_TRAINER_METRICS_LINGER_SECONDS", "3")
@@ -85,12 +87,19 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
                     "job_name": "rlhf-operator",
                     "static_configs": [{"targets": [f"127.0.0.1:{operator.metrics_port}"]}],
                 },
-                # As the chart's PodMonitor: the trainer's own namespace/job labels win.
-                {
-                    "job_name": "rlhf-trainer",
-                    "honor_labels": True,
-                    "static_configs": [{"targets": [f"127.0.0.1:{trainer_port}"]}],
-                },
+                # As the common prometheus.io/scrape recipes scrape pods: target labels
+                # job, namespace, pod and no honor_labels.
+                annotation_scrape_job(
+                    [
+                        annotated_pod(
+                            f"127.0.0.1:{trainer_port}",
+                            namespace=namespace,
+                            pod="trainer",
+                            labels={"app.kubernetes.io/name": "rlhf-trainer"},
+                            port=trainer_port,
+                        )
+                    ]
+                ),
             ],
         },
     )
@@ -154,14 +163,30 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
             return prometheus.query_range(expr, started, end)
 
         steps = {
-            s["metric"]["job"]: [float(v) for _, v in s["values"]]
-            for s in series(f'rlhf_training_step{{namespace="{namespace}"}}')
+            s["metric"]["rlhf_job"]: [float(v) for _, v in s["values"]]
+            for s in series(f'rlhf_training_step{{rlhf_namespace="{namespace}"}}')
         }
         assert set(steps) >= {"smoke-sft", "smoke-rm", "smoke-ppo"}
         for job, values in steps.items():
             if job != "broken":
                 assert max(values) > min(values), f"{job}: step never increased"
-        assert series(f'rlhf_training_loss{{job="smoke-sft", namespace="{namespace}"}}')
+        assert series(f'rlhf_training_loss{{rlhf_job="smoke-sft", rlhf_namespace="{namespace}"}}')
+        # Scraped without honor_labels, nothing is renamed, and no NAME_created series.
+        assert not series('{__name__=~"rlhf_.+", exported_job!=""}')
+        assert not series('{__name__=~"rlhf_.+", exported_namespace!=""}')
+        assert not series('{__name__=~"rlhf_.+_created"}')
+        stages = {(s["metric"]["kind"], s["metric"]["stage"]) for s in series("rlhf_trainer_info")}
+        assert {("SFTJob", "sft"), ("RewardModelJob", "rm"), ("PPOJob", "ppo")} <= stages
+
+        def peak(expr: str) -> float:
+            return max(float(v) for s in series(expr) for _, v in s["values"])
+
+        # Counters of the work done, and PPO's loss and gradient norm in the training series.
+        assert peak('rlhf_training_tokens_total{rlhf_job="smoke-sft"}') > 0
+        assert peak('rlhf_training_samples_total{rlhf_job="smoke-rm"}') > 0
+        assert peak('rlhf_ppo_episodes_total{rlhf_job="smoke-ppo"}') >= 512
+        assert series('rlhf_training_loss{rlhf_job="smoke-ppo"}')
+        assert peak('rlhf_training_gradient_norm{rlhf_job="smoke-ppo"}') > 0
         eval_metrics = {
             (s["metric"]["kind"], s["metric"]["metric"]) for s in series("rlhf_eval_metric")
         }
@@ -172,16 +197,25 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
             ("PPOJob", "win_rate"),
             ("PPOJob", "kl"),
         } <= eval_metrics
-        assert series('rlhf_ppo_score{job="smoke-ppo"}') and series('rlhf_ppo_kl{job="smoke-ppo"}')
+        assert series('rlhf_ppo_score{rlhf_job="smoke-ppo"}')
+        assert series('rlhf_ppo_kl{rlhf_job="smoke-ppo"}')
         succeeded = prometheus.query('sum(rlhf_operator_jobs{phase="Succeeded"})')
         assert float(succeeded[0]["value"][1]) == 3
         assert prometheus.query(
             'rlhf_operator_job_failures_total{kind="SFTJob", reason="ConfigError"}'
         )
 
+        # The dashboards' job variable offers the jobs' names (not the scrape job's).
+        offered = {
+            s["metric"]["rlhf_job"]
+            for s in series(
+                f'group by (rlhf_job) (rlhf_training_step{{rlhf_namespace="{namespace}"}})'
+            )
+        }
+        assert {"smoke-sft", "smoke-rm", "smoke-ppo"} <= offered
         empty = [
             f"{board}: {title}: {expr}"
-            for board, title, expr in _panel_queries()
+            for board, title, expr in _panel_queries(namespace, "|".join(sorted(offered)))
             if not series(expr)
         ]
         assert not empty, "dashboard queries without data after a run:\n" + "\n".join(empty)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -81,3 +82,56 @@ class Prometheus:
             "/api/v1/query_range", {"query": expr, "start": start, "end": end, "step": step}
         )
         return list(data["result"])
+
+
+# The common annotation-based pod scrape job (Prometheus' kubernetes example, the
+# prometheus-community chart): keep pods annotated prometheus.io/scrape, take path and port
+# from the annotations, copy pod labels, add namespace and pod. No honor_labels: a scraped
+# label named like a target label (job, namespace, pod, ...) is renamed exported_<name>.
+ANNOTATION_POD_RELABELING: list[dict[str, Any]] = [
+    {
+        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+        "action": "keep",
+        "regex": "true",
+    },
+    {
+        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+        "regex": "(.+)",
+        "target_label": "__metrics_path__",
+    },
+    {
+        "source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+        "regex": r"([^:]+)(?::\d+)?;(\d+)",
+        "replacement": "$1:$2",
+        "target_label": "__address__",
+    },
+    {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+]
+
+
+def annotated_pod(
+    address: str, namespace: str, pod: str, labels: dict[str, str], port: int
+) -> dict[str, Any]:
+    """A static target carrying the __meta_kubernetes_* labels kubernetes_sd_configs gives a
+    pod annotated as the operator annotates training pods (prometheus.io/scrape, port, path)."""
+    meta = {
+        "__meta_kubernetes_namespace": namespace,
+        "__meta_kubernetes_pod_name": pod,
+        "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
+        "__meta_kubernetes_pod_annotation_prometheus_io_port": str(port),
+        "__meta_kubernetes_pod_annotation_prometheus_io_path": "/metrics",
+    }
+    for name, value in labels.items():
+        meta["__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)] = value
+    return {"targets": [address], "labels": meta}
+
+
+def annotation_scrape_job(pods: list[dict[str, Any]], name: str = "kubernetes-pods") -> dict:
+    """The annotation-based scrape job (without honor_labels) over annotated_pod targets."""
+    return {
+        "job_name": name,
+        "static_configs": pods,
+        "relabel_configs": ANNOTATION_POD_RELABELING,
+    }

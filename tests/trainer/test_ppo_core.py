@@ -349,7 +349,7 @@ def test_ppo_raises_the_reward_and_beats_the_reference(seed: int) -> None:
         "objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward",
         "objective/scores", "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg",
         "loss/value_avg", "val/clipfrac_avg", "policy/entropy_avg", "val/ratio", "val/ratio_var",
-        "val/num_eos_tokens", "lr", "episode", "eps",
+        "val/num_eos_tokens", "lr", "episode", "eps", "loss", "grad_norm",
     }  # fmt: skip
     assert set(final) == expected_metrics
     assert all(math.isfinite(value) for value in final.values()), final
@@ -364,6 +364,21 @@ def test_ppo_raises_the_reward_and_beats_the_reference(seed: int) -> None:
     sample = evaluation["samples"][0]
     assert set(sample) == {"prompt", "policy", "reference", "policy_score", "reference_score"}
     assert sample["prompt"] == tiny_setup(seed)["tokenizer"].decode(tiny_setup(seed)["prompts"][0])
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-4, 0.0])
+def test_logs_the_loss_it_minimises_and_the_gradient_norm_before_clipping(
+    max_grad_norm: float,
+) -> None:
+    """`loss` and `grad_norm` (the names Trainer logs, exported as rlhf_training_loss and
+    rlhf_training_gradient_norm): the loss is policy + value_coef x value loss, and the norm
+    is measured before clipping (far above a tiny max_grad_norm), also without clipping."""
+    hyperparameters = small_hyperparameters(1, max_grad_norm=max_grad_norm, value_coef=0.3)
+    metrics = make_loop(hyperparameters).train()
+    assert metrics["loss"] == pytest.approx(
+        metrics["loss/policy_avg"] + 0.3 * metrics["loss/value_avg"], rel=1e-5, abs=1e-7
+    )
+    assert math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 100 * 1e-4
 
 
 def test_untrained_policy_ties_with_its_reference_and_rollouts_match_the_training_forward() -> None:

@@ -396,7 +396,8 @@ def test_monitors(rendered: dict[str, list[dict[str, Any]]]) -> None:
     (endpoint,) = pod_monitor["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics"
     assert endpoint["path"] == "/metrics"
-    assert endpoint["honorLabels"] is True
+    # The trainers' labels never collide with target labels: nothing to honour.
+    assert "honorLabels" not in endpoint
     assert pod_monitor["jobLabel"] == "app.kubernetes.io/name"  # job "rlhf-trainer"
     namespaced = only(rendered["everything-namespaced"], "PodMonitor")["spec"]
     assert namespaced["namespaceSelector"] == {"matchNames": ["team-a"]}
@@ -725,6 +726,11 @@ def queryable_series() -> set[str]:
     return series
 
 
+def metric_names(expr: str) -> set[str]:
+    """The series a PromQL expression reads (rlhf_* and up; not the trainer's labels)."""
+    return set(re.findall(r"\b(rlhf_[a-z0-9_]+|up)\b", expr)) - {"rlhf_namespace", "rlhf_job"}
+
+
 def dashboard_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     panels = []
     for panel in board["panels"]:
@@ -756,7 +762,9 @@ def test_dashboard(path: Path) -> None:
         variable = variables[name]
         assert variable["type"] == "query"
         assert variable["definition"].startswith("label_values(rlhf_training_step")
-        assert variable["definition"].endswith(f", {name})")
+        # The trainer's own label, never the scrape target's namespace / job.
+        assert variable["definition"].endswith(f", rlhf_{name})")
+        assert variable["query"]["query"] == variable["definition"]
         assert variable["includeAll"] and variable["allValue"] == ".*"
     series = queryable_series()
     panels = dashboard_panels(board)
@@ -774,10 +782,20 @@ def test_dashboard(path: Path) -> None:
             # Variables are regexes ("All" is .*): only ever matched with =~.
             for variable in re.findall(r"(\w+)\s*(=~|!~|!=|=)\s*\"\$(\w+)\"", expr):
                 assert variable[1] == "=~", f"{where}: {variable}"
+                assert variable[0] == f"rlhf_{variable[2]}", f"{where}: {variable}"
+            # Trainer series are told apart by rlhf_namespace / rlhf_job: the target's
+            # namespace / job labels say which pod and scrape job, not which training job.
+            if not names_operator_only(expr):
+                assert not re.search(r"\b(by|on) \((namespace|job)\b", expr), where
+                assert not re.search(r"\{\{(namespace|job)\}\}", str(target)), where
             assert "$__" not in expr, f"{where}: Grafana built-in variable in {expr}"
-            names = set(re.findall(r"\b(rlhf_[a-z0-9_]+|up)\b", expr))
+            names = metric_names(expr)
             assert names, f"{where}: no metric in {expr}"
             assert names <= series, f"{where}: not exported: {names - series}"
+
+
+def names_operator_only(expr: str) -> bool:
+    return all(name == "up" or name.startswith("rlhf_operator_") for name in metric_names(expr))
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:
@@ -858,11 +876,56 @@ def test_docs_list_every_exported_metric() -> None:
     assert documented_metrics() == exported_metrics()
 
 
+# Every metric of both registries with a series, as a scrape sees them.
+EXPOSITION = r"""
+from prometheus_client import generate_latest
+from rlhf_operator import metrics
+from rlhf_trainer.telemetry import Telemetry
+
+for kind in ("SFTJob", "PPOJob"):
+    metrics.record_phase(kind, "ns", "job", "Failed")
+    metrics.RECONCILE_SECONDS.labels(kind=kind).observe(0.02)
+    metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
+    metrics.JOB_SECONDS.labels(kind=kind, phase="Failed").observe(75)
+    metrics.JOB_CREATE_SECONDS.labels(kind=kind).observe(0.4)
+    metrics.FAILURES.labels(kind=kind, reason="DataError").inc()
+telemetry = Telemetry("ns", "job", kind, stage="ppo", serve=False)
+telemetry.set_total(10)
+telemetry.start_counting(0, 0.0, 0.0, 0.0)
+telemetry.record_step(1, epoch=0.1)
+telemetry.record_step(2, epoch=0.2)
+telemetry.record_throughput(100.0, 8.0)
+telemetry.record_episodes(16.0)
+telemetry.record_metrics({"loss": 1.0, "num_tokens": 100.0, "entropy": 2.0, "eval_loss": 1.0})
+print(generate_latest(metrics.REGISTRY).decode() + generate_latest(telemetry.registry).decode())
+"""
+
+
+def test_scrapes_hold_only_documented_series() -> None:
+    """What a scrape of the operator and of a trainer returns, sample by sample, is in
+    docs/metrics.md: no NAME_created next to counters and histograms, and each trainer
+    figure once (not again in rlhf_train_metric)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = subprocess.run(
+        [sys.executable, "-c", EXPOSITION], capture_output=True, text=True, check=True
+    ).stdout
+    samples = [
+        sample for family in text_string_to_metric_families(text) for sample in family.samples
+    ]
+    names = {sample.name for sample in samples}
+    assert not [name for name in names if name.endswith("_created")]
+    assert names <= queryable_series(), names - queryable_series()
+    assert {"rlhf_training_tokens_total", "rlhf_ppo_episodes_total"} <= names
+    logged = {sample.labels["metric"] for sample in samples if sample.name == "rlhf_train_metric"}
+    assert logged == {"entropy"}  # loss has rlhf_training_loss, num_tokens a counter
+
+
 def test_rules_use_only_exported_metrics() -> None:
     series = queryable_series()
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:
-            names = set(re.findall(r"\b(rlhf_[a-z0-9_]+|up)\b", rule["expr"]))
+            names = metric_names(rule["expr"])
             assert names <= series, f"{rule}: {names - series}"
 
 
@@ -940,15 +1003,16 @@ def free_port():
         return probe.getsockname()[1]
 
 trainers = {
-    "SFTJob": Telemetry("smoke", "smoke-sft", "SFTJob"),
-    "RewardModelJob": Telemetry("smoke", "smoke-rm", "RewardModelJob"),
-    "PPOJob": Telemetry("smoke", "smoke-ppo", "PPOJob"),
+    "SFTJob": Telemetry("smoke", "smoke-sft", "SFTJob", stage="sft"),
+    "RewardModelJob": Telemetry("smoke", "smoke-rm", "RewardModelJob", stage="rm"),
+    "PPOJob": Telemetry("smoke", "smoke-ppo", "PPOJob", stage="ppo"),
 }
 ports = {}
 for kind, telemetry in trainers.items():
     telemetry.start("127.0.0.1", 0)
     ports[kind] = int(telemetry.address.rsplit(":", 1)[1])
     telemetry.set_total(100)
+    telemetry.start_counting(0, 0.0, 0.0, 0.0)
 operator_port = free_port()
 start_http_server(operator_port, addr="127.0.0.1", registry=metrics.REGISTRY)
 for kind in trainers:
@@ -966,16 +1030,21 @@ while True:
     sft, rm, ppo = trainers["SFTJob"], trainers["RewardModelJob"], trainers["PPOJob"]
     rates = sft.record_throughput(1000.0 * step, 8.0 * step)
     sft.record_metrics({"loss": 3.0 / step, "learning_rate": 3e-3, "grad_norm": 1.5,
-                        "num_tokens": 1000.0 * step, **rates})
+                        "num_tokens": 1000.0 * step, "mean_token_accuracy": 0.4,
+                        "entropy": 2.0, "epoch": step / 50, **rates})
     sft.record_metrics({"eval_loss": 2.5, "eval_perplexity": 12.2})
+    rates = rm.record_throughput(600.0 * step, 8.0 * step)
     rm.record_metrics({"loss": 0.6, "learning_rate": 1e-3, "grad_norm": 0.8,
-                       **rm.record_throughput(None, 8.0 * step)})
+                       "num_tokens": 600.0 * step, "accuracy": 0.8, "margin": 1.1,
+                       "epoch": step / 50, **rates})
     rm.record_metrics({"eval_accuracy": 0.9, "eval_mean_margin": 1.2})
+    ppo.record_episodes(16.0 * min(step, 100))
     ppo.record_metrics({"objective/scores": 2.7, "objective/rlhf_reward": 2.6,
                         "objective/kl": 0.3, "objective/entropy": 5.1,
                         "policy/clipfrac_avg": 0.1, "loss/value_avg": 0.2,
-                        "loss/policy_avg": -0.01, "lr": 1e-4, "eps": 3.0,
-                        "samples_per_second": 3.0})
+                        "loss/policy_avg": -0.01, "loss": 0.01, "grad_norm": 0.7,
+                        "policy/approxkl_avg": 0.02, "lr": 1e-4, "eps": 3.0,
+                        "episode": 16.0 * min(step, 100), "samples_per_second": 3.0})
     ppo.record_metrics({"eval/reward_policy": 3.4, "eval/reward_reference": 2.7,
                         "eval/win_rate": 0.7, "eval/kl": 0.4})
     time.sleep(0.5)
@@ -985,14 +1054,6 @@ while True:
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     return _tool("prometheus", "run bash hack/install-prometheus.sh")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _query(port: int, expr: str) -> list[dict[str, Any]]:
@@ -1007,22 +1068,45 @@ def _query(port: int, expr: str) -> list[dict[str, Any]]:
     return list(answer["data"]["result"])
 
 
+def _variable_values(web: int, definition: str, chosen: dict[str, str]) -> set[str]:
+    """What Grafana offers for a label_values(SELECTOR, LABEL) variable."""
+    match = re.fullmatch(r"label_values\((.+), (\w+)\)", definition)
+    assert match, definition
+    selector, label = match.groups()
+    for name, value in chosen.items():
+        selector = selector.replace(f"${name}", value)
+    return {s["metric"][label] for s in _query(web, f"group by ({label}) ({selector})")}
+
+
 def test_dashboard_queries_return_data(prometheus_bin: str, tmp_path: Path) -> None:
-    """Every panel query and recording rule returns series from the real exporters,
-    scraped by a real Prometheus the way the chart's monitors scrape (trainers with
-    honor_labels, the operator as job rlhf-operator)."""
+    """Every panel query, variable and legend, and every recording rule, finds the real
+    exporters' series, scraped by a real Prometheus the way the common annotation-based
+    configs scrape pods (prometheus.io/scrape; target labels job, namespace, pod; no
+    honor_labels), the operator as job rlhf-operator."""
+    from harness.prometheus import Prometheus, annotated_pod, annotation_scrape_job
+
     exporters = subprocess.Popen(
         [sys.executable, "-c", EXPORTERS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    jobs = {"SFTJob": "smoke-sft", "RewardModelJob": "smoke-rm", "PPOJob": "smoke-ppo"}
     prometheus = None
     try:
         assert exporters.stdout is not None
         ports = json.loads(exporters.stdout.readline() or "{}")
         assert ports, exporters.stderr.read() if exporters.stderr else ""
-        web = _free_port()
+        pods = [
+            annotated_pod(
+                f"127.0.0.1:{port}",
+                namespace="smoke",
+                pod=f"{jobs[kind]}-0-x7k2p",
+                labels={"app.kubernetes.io/name": "rlhf-trainer", "rlhf.dev/job": jobs[kind]},
+                port=port,
+            )
+            for kind, port in ports["trainers"].items()
+        ]
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
@@ -1031,66 +1115,78 @@ def test_dashboard_queries_return_data(prometheus_bin: str, tmp_path: Path) -> N
                     "job_name": "rlhf-operator",
                     "static_configs": [{"targets": [f"127.0.0.1:{ports['operator']}"]}],
                 },
-                {
-                    "job_name": "rlhf-trainer",
-                    "honor_labels": True,
-                    "static_configs": [
-                        {"targets": [f"127.0.0.1:{port}" for port in ports["trainers"].values()]}
-                    ],
-                },
+                annotation_scrape_job(pods),
             ],
         }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        prometheus = subprocess.Popen(
-            [
-                prometheus_bin,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{web}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / "prometheus.log").open("wb"),
-        )
+        prometheus = Prometheus(tmp_path / "prometheus", config, binary=prometheus_bin).start()
+        web = prometheus.port
 
         deadline = time.monotonic() + 60
         while True:
-            try:
-                # Enough scrapes for rate() over every target.
-                counts = _query(web, "count_over_time(up[1m])")
-                if len(counts) == 4 and all(float(s["value"][1]) >= 4 for s in counts):
-                    break
-            except OSError:
-                pass
-            assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
+            # Enough scrapes for rate() over every target.
+            counts = _query(web, "count_over_time(up[1m])")
+            if len(counts) == 4 and all(float(s["value"][1]) >= 4 for s in counts):
+                break
+            assert prometheus.process is not None and prometheus.process.poll() is None, (
+                prometheus.log()
+            )
             assert time.monotonic() < deadline, "Prometheus did not scrape the exporters"
             time.sleep(0.5)
         assert all(float(s["value"][1]) == 1 for s in _query(web, "up"))
-
-        empty = []
-        for board, title, expr in dashboard_queries():
-            concrete = expr.replace("$namespace", ".*").replace("$job", ".*")
-            if not _query(web, concrete):
-                empty.append(f"{board}: {title}: {concrete}")
-        assert not empty, "queries without data:\n" + "\n".join(empty)
-        # The variables' own queries.
-        assert {s["metric"]["job"] for s in _query(web, "rlhf_training_step")} == {
-            "smoke-sft",
-            "smoke-rm",
-            "smoke-ppo",
+        # Scraped as an annotation recipe does: target labels next to the trainer's own,
+        # and nothing renamed to exported_*.
+        steps = _query(web, "rlhf_training_step")
+        assert {(s["metric"]["job"], s["metric"]["namespace"]) for s in steps} == {
+            ("kubernetes-pods", "smoke")
         }
+        assert not _query(web, '{__name__=~"rlhf_.+", exported_job!=""}')
+        assert not _query(web, '{__name__=~"rlhf_.+", exported_namespace!=""}')
+
+        for path in DASHBOARDS:
+            board = json.loads(path.read_text())
+            variables = {v["name"]: v for v in board["templating"]["list"]}
+            # The variables offer the jobs' own namespace and names, as a user picks them.
+            namespaces = _variable_values(web, variables["namespace"]["definition"], {})
+            assert namespaces == {"smoke"}, path.name
+            chosen = {"namespace": "smoke"}
+            names = _variable_values(web, variables["job"]["definition"], chosen)
+            assert names == set(jobs.values()), path.name
+            chosen["job"] = "|".join(sorted(names))
+            empty, unnamed = [], []
+            for panel in dashboard_panels(board):
+                for target in panel["targets"]:
+                    expr = target["expr"]
+                    for name, value in chosen.items():
+                        expr = expr.replace(f"${name}", value)
+                    series = _query(web, expr)
+                    if not series:
+                        empty.append(f"{path.name}: {panel['title']}: {expr}")
+                    # Every label a trainer legend shows is on every series it draws.
+                    legend = "" if names_operator_only(expr) else target.get("legendFormat", "")
+                    for label in re.findall(r"\{\{(\w+)\}\}", legend):
+                        if not all(s["metric"].get(label) for s in series):
+                            unnamed.append(f"{path.name}: {panel['title']}: {{{{{label}}}}}")
+            assert not empty, "queries without data:\n" + "\n".join(empty)
+            assert not unnamed, "legends without their label:\n" + "\n".join(unnamed)
+
         time.sleep(2)  # a rule evaluation or two
         for group in yaml.safe_load(RULES.read_text())["groups"]:
             for rule in group["rules"]:
                 if "record" in rule and "failures" not in rule["record"]:
                     assert _query(web, rule["record"]), f"no data: {rule['record']}"
+        progress = _query(web, "rlhf:training_progress:ratio")
+        assert {(s["metric"]["rlhf_job"], s["metric"]["kind"]) for s in progress} == {
+            (name, kind) for kind, name in jobs.items()
+        }
         # A healthy, finished pipeline: no alert fires (RLHFJobStuck needs 30 minutes).
         assert _query(web, 'ALERTS{alertstate="firing"}') == []
     finally:
-        for process in (prometheus, exporters):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        if prometheus is not None:
+            prometheus.stop()
+        if exporters.poll() is None:
+            exporters.terminate()
+            try:
+                exporters.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                exporters.kill()
+                exporters.wait()

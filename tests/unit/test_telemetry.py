@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from rlhf_trainer.evaluation import classification_metrics, pairwise_metrics, regression_metrics
 from rlhf_trainer.telemetry import Telemetry, write_summary, write_termination_message
@@ -15,7 +16,7 @@ from rlhf_trainer.telemetry import Telemetry, write_summary, write_termination_m
 
 @pytest.fixture
 def telemetry():  # type: ignore[no-untyped-def]
-    serving = Telemetry("team", "demo", "PPOJob")
+    serving = Telemetry("team", "demo", "PPOJob", stage="ppo")
     serving.start("127.0.0.1", 0)
     yield serving
     serving.stop()
@@ -46,7 +47,7 @@ def test_metrics_and_progress_are_served_with_job_labels(telemetry) -> None:
         for family in text_string_to_metric_families(_get(telemetry.address, "/metrics"))
         for sample in family.samples
     }
-    labels = (("job", "demo"), ("kind", "PPOJob"), ("namespace", "team"))
+    labels = (("kind", "PPOJob"), ("rlhf_job", "demo"), ("rlhf_namespace", "team"))
     assert samples[("rlhf_training_step", labels)] == 4
     assert samples[("rlhf_training_total_steps", labels)] == 40
     assert samples[("rlhf_training_progress_ratio", labels)] == pytest.approx(0.1)
@@ -65,6 +66,107 @@ def test_metrics_and_progress_are_served_with_job_labels(telemetry) -> None:
     assert progress["progress"]["percent"] == 10
     assert progress["progress"]["estimatedRemainingSeconds"] >= 0
     assert progress["metrics"]["objective/scores"] == 1.5
+
+
+def _samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(telemetry.registry).decode())
+        for sample in family.samples
+    }
+
+
+def test_series_labels_never_collide_with_prometheus_target_labels() -> None:
+    """Prometheus gives every target `job` and `instance`, and Kubernetes recipes add
+    `namespace`, `pod`, `container`, `node`, `service`, `endpoint`: a scraped label of the
+    same name is renamed exported_* unless the scrape honours labels."""
+    telemetry = Telemetry("team", "demo", "SFTJob", stage="sft", serve=False)
+    telemetry.start_counting(0, 0.0, 0.0, 0.0)
+    telemetry.set_total(10)
+    telemetry.record_step(1, epoch=0.1)
+    telemetry.record_throughput(10.0, 8.0)
+    telemetry.record_episodes(4.0)
+    telemetry.record_metrics({"loss": 1.0, "entropy": 2.0, "eval_loss": 0.5})
+    target_labels = {"job", "instance", "namespace", "pod", "container", "node", "service"}
+    used = {label for _, labels in _samples(telemetry) for label, _ in labels}
+    assert used == {"rlhf_namespace", "rlhf_job", "kind", "metric", "stage"}
+    assert not used & target_labels
+
+
+def test_trainer_info_carries_the_stage() -> None:
+    samples = _samples(Telemetry("team", "demo", "RewardModelJob", stage="rm", serve=False))
+    info = [dict(labels) for name, labels in samples if name == "rlhf_trainer_info"]
+    assert info == [
+        {"rlhf_namespace": "team", "rlhf_job": "demo", "kind": "RewardModelJob", "stage": "rm"}
+    ]
+
+
+def test_counters_follow_the_running_totals_the_rates_come_from() -> None:
+    """A resumed run starts counting at its resumed totals; each logging window adds what
+    the totals grew by, and its rate is that growth over the window's time."""
+    telemetry = Telemetry("team", "demo", "SFTJob", stage="sft", serve=False)
+    before_start = time.monotonic()
+    telemetry.start_counting(300, tokens_seen=0.0, samples_seen=2400.0)  # resumed at step 300
+    after_start = time.monotonic()
+    telemetry.record_step(300)
+    time.sleep(0.05)
+    telemetry.record_step(310)
+    before_log = time.monotonic()
+    first = telemetry.record_throughput(5000.0, 2480.0)
+    after_log = time.monotonic()
+    time.sleep(0.05)
+    telemetry.record_step(320)
+    second = telemetry.record_throughput(10000.0, 2560.0)
+    # The end-of-training summary log: no step taken, so no (zero) rate either.
+    assert telemetry.record_throughput(None, 2560.0) == {}
+
+    labels = (("kind", "SFTJob"), ("rlhf_job", "demo"), ("rlhf_namespace", "team"))
+    samples = _samples(telemetry)
+    assert samples[("rlhf_training_steps_total", labels)] == 20
+    assert samples[("rlhf_training_tokens_total", labels)] == 10000
+    assert samples[("rlhf_training_samples_total", labels)] == 160
+    assert ("rlhf_ppo_episodes_total", labels) not in samples
+    longest, shortest = after_log - before_start, before_log - after_start
+    assert 5000 / longest <= first["tokens_per_second"] <= 5000 / shortest
+    assert first["samples_per_second"] == pytest.approx(first["tokens_per_second"] * 80 / 5000)
+    assert 0 < second["tokens_per_second"] <= 5000 / 0.05
+
+    ppo = Telemetry("team", "tune", "PPOJob", stage="ppo", serve=False)
+    ppo.start_counting(4, episodes_seen=256.0)  # resumed after 4 updates of 64 episodes
+    for update in (5, 6, 7):
+        ppo.record_step(update)
+        ppo.record_episodes(64.0 * update)
+    ppo_labels = (("kind", "PPOJob"), ("rlhf_job", "tune"), ("rlhf_namespace", "team"))
+    assert _samples(ppo)[("rlhf_ppo_episodes_total", ppo_labels)] == 192
+    assert _samples(ppo)[("rlhf_training_steps_total", ppo_labels)] == 3
+
+
+def test_a_figure_with_its_own_series_is_not_repeated_in_rlhf_train_metric() -> None:
+    telemetry = Telemetry("team", "tune", "PPOJob", stage="ppo", serve=False)
+    telemetry.record_metrics(
+        {
+            "loss": 0.3,
+            "grad_norm": 1.5,
+            "lr": 1e-4,
+            "objective/kl": 0.2,
+            "episode": 64.0,
+            "eps": 12.0,
+            "samples_per_second": 12.0,
+            "policy/approxkl_avg": 0.01,
+        }
+    )
+    labels = (("kind", "PPOJob"), ("rlhf_job", "tune"), ("rlhf_namespace", "team"))
+    samples = _samples(telemetry)
+    # PPO's loss and gradient norm land in the training series the dashboard plots.
+    assert samples[("rlhf_training_loss", labels)] == 0.3
+    assert samples[("rlhf_training_gradient_norm", labels)] == 1.5
+    assert samples[("rlhf_training_learning_rate", labels)] == 1e-4
+    assert samples[("rlhf_ppo_kl", labels)] == 0.2
+    assert samples[("rlhf_training_samples_per_second", labels)] == 12.0
+    catch_all = {dict(lbl)["metric"] for name, lbl in samples if name == "rlhf_train_metric"}
+    assert catch_all == {"policy/approxkl_avg"}
+    # /progress and the history (the report) still have every figure.
+    assert telemetry.metrics["episode"] == 64.0 and telemetry.history[-1]["loss"] == 0.3
 
 
 def test_termination_message_fits_in_four_kilobytes(tmp_path: Path) -> None:

@@ -149,6 +149,11 @@ class TelemetryCallback(TrainerCallback):  # type: ignore[misc]
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.context.telemetry.set_total(state.max_steps)
+        # Counters count this process's work: TRL's num_tokens restarts at 0, samples follow
+        # the (resumed) step.
+        self.context.telemetry.start_counting(
+            state.global_step, 0.0, state.global_step * self.samples_per_step
+        )
         self.context.telemetry.record_step(state.global_step, state.epoch)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

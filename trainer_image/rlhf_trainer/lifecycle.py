@@ -195,6 +195,7 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
             config.job.metadata.namespace or "default",
             config.job.metadata.name,
             config.job.kind,
+            stage=stage,
             serve=local_rank == 0,
         )
         stop.install()

@@ -24,7 +24,7 @@ END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>")
 
 
 def train(context: Context) -> StageResult:
-    from .ppo_core import PPOLoop
+    from .ppo_core import CHECKPOINT_PREFIX, PPOLoop, latest_checkpoint
 
     spec = context.spec
     config = context.config
@@ -58,6 +58,7 @@ def train(context: Context) -> StageResult:
 
     def on_log(step: int, total: int, metrics: dict[str, float]) -> None:
         context.telemetry.record_step(step)
+        context.telemetry.record_episodes(metrics["episode"])
         context.telemetry.record_metrics(
             {**metrics, "samples_per_second": metrics.get("eps", 0.0)}, step
         )
@@ -87,7 +88,11 @@ def train(context: Context) -> StageResult:
         gradient_checkpointing=spec.training.gradient_checkpointing,
     )
     context.telemetry.set_total(loop.total_updates)
-    context.telemetry.record_step(loop.step)
+    # The step train() resumes from: the counters count only this process's updates.
+    resumed = latest_checkpoint(context.checkpoint_dir)
+    start_step = int(resumed.name.removeprefix(CHECKPOINT_PREFIX)) if resumed else 0
+    context.telemetry.start_counting(start_step, episodes_seen=start_step * loop.global_batch_size)
+    context.telemetry.record_step(start_step)
     context.telemetry.set_state("training")
     run_policy = spec.run_policy
     last = loop.train(

@@ -894,8 +894,10 @@ class PPOLoop:
             "value_clipfrac",
             "entropy",
             "ratio",
+            "loss",
         )
         stats = {name: torch.zeros(shape, device=device) for name in names}
+        stats["grad_norm"] = torch.zeros(shape[:2], device=device)  # one per optimizer step
         width = rollout.responses.size(1)
         # The shuffle is a pure function of (seed, update, process) so a resumed run repeats it.
         generator = torch.Generator().manual_seed(
@@ -953,9 +955,15 @@ class PPOLoop:
                         stats["value_clipfrac"][index] = value_clipfrac
                         stats["entropy"][index] = masked_mean(entropy_from_logits(logits), mask)
                         stats["ratio"][index] = masked_mean(torch.exp(log_ratio), mask)
+                        stats["loss"][index] = loss
                     del logits, new_values, new_logprobs, loss
-                if hp.max_grad_norm is not None and hp.max_grad_norm > 0:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+                clipping = hp.max_grad_norm is not None and hp.max_grad_norm > 0
+                # Clipping to infinity only measures: the norm before clipping is logged.
+                grad_norm = self.accelerator.clip_grad_norm_(
+                    self.model.parameters(), hp.max_grad_norm if clipping else math.inf
+                )
+                if grad_norm is not None:
+                    stats["grad_norm"][epoch, mini_batch] = grad_norm
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         return stats
@@ -985,6 +993,10 @@ class PPOLoop:
             "val/clipfrac_avg": stats["value_clipfrac"].mean(),
             "policy/entropy_avg": stats["entropy"].mean(),
             "val/ratio": stats["ratio"].mean(),
+            # The loss the optimizer minimises (policy + value_coef * value) and the gradient
+            # norm before clipping, under the names Trainer logs them by.
+            "loss": stats["loss"].mean(),
+            "grad_norm": stats["grad_norm"].mean(),
         }
         names = list(local)
         gathered = self.accelerator.gather(

@@ -17,13 +17,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from rlhf_operator.api import Progress
 
-LABELS = ("namespace", "job", "kind")
+# The client would add a NAME_created series (the Unix time the series was created) next to
+# every counter: noise in every query and dashboard, and not a figure anyone plots.
+disable_created_metrics()
 
-# Headline figures get their own metric; every figure also lands in a labelled gauge.
+# The job's identity. Not `namespace` / `job`: Prometheus gives every target those labels,
+# and a scrape without honor_labels (the common prometheus.io/scrape recipes) would rename
+# ours to exported_namespace / exported_job. `rlhf_` names never collide with target labels.
+LABELS = ("rlhf_namespace", "rlhf_job", "kind")
+
+# rlhf_trainer_info{stage}: the stage a kind runs (`python -m rlhf_trainer STAGE`).
+STAGES = {"SFTJob": "sft", "RewardModelJob": "rm", "PPOJob": "ppo"}
+
+# Headline figures, by the name the trainer logs them under, get a series of their own.
 NAMED_GAUGES: dict[str, tuple[str, str]] = {
     "loss": ("rlhf_training_loss", "Training loss of the latest logging window."),
     "learning_rate": ("rlhf_training_learning_rate", "Current learning rate."),
@@ -40,12 +56,36 @@ NAMED_GAUGES: dict[str, tuple[str, str]] = {
     "loss/policy_avg": ("rlhf_ppo_policy_loss", "Clipped policy-gradient loss."),
 }
 
+# Logged figures that another series already carries; rlhf_train_metric does not repeat them.
+CARRIED_ELSEWHERE = {
+    "epoch": "rlhf_training_epoch",
+    "num_tokens": "rlhf_training_tokens_total",
+    "episode": "rlhf_ppo_episodes_total",
+    "eps": "rlhf_training_samples_per_second",  # PPO's episodes per second
+}
+
+# Running totals of work done -> the counter that counts them (its name without _total).
+COUNTERS: dict[str, tuple[str, str]] = {
+    "steps": ("rlhf_training_steps", "Optimizer steps (PPO updates) taken by this process."),
+    "tokens": ("rlhf_training_tokens", "Tokens trained on (all ranks) by this process."),
+    "samples": ("rlhf_training_samples", "Training examples (all ranks) by this process."),
+    "episodes": ("rlhf_ppo_episodes", "PPO episodes (all ranks) by this process."),
+}
+
 
 class Telemetry:
     """Progress, metrics and their endpoint for one training process."""
 
-    def __init__(self, namespace: str, job: str, kind: str, serve: bool = True) -> None:
-        self.labels = {"namespace": namespace, "job": job, "kind": kind}
+    def __init__(
+        self,
+        namespace: str,
+        job: str,
+        kind: str,
+        *,
+        stage: str | None = None,
+        serve: bool = True,
+    ) -> None:
+        self.labels = {"rlhf_namespace": namespace, "rlhf_job": job, "kind": kind}
         self.registry = CollectorRegistry()
         self.serve = serve
         self._lock = threading.Lock()
@@ -56,12 +96,17 @@ class Telemetry:
         self.history: list[dict[str, Any]] = []
         self.stage_state = "starting"
         self._recent: deque[tuple[float, int]] = deque(maxlen=20)
-        self._last_throughput: tuple[float, float, float] | None = None  # time, tokens, samples
+        # The running totals (tokens, samples, episodes) last seen, and when.
+        self._totals: dict[str, float] = {}
+        self._totals_time: float | None = None
         self._server: ThreadingHTTPServer | None = None
         self.address: str | None = None
 
         def gauge(name: str, help_text: str, extra: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, help_text, (*LABELS, *extra), registry=self.registry)
+
+        def counter(name: str, help_text: str) -> Counter:
+            return Counter(name, help_text, LABELS, registry=self.registry)
 
         self._step = gauge("rlhf_training_step", "Optimizer steps (PPO updates) completed.")
         self._total = gauge("rlhf_training_total_steps", "Optimizer steps planned.")
@@ -70,19 +115,18 @@ class Telemetry:
         self._remaining = gauge(
             "rlhf_training_remaining_seconds", "Estimated seconds until training ends."
         )
-        self._steps_counter = Counter(
-            "rlhf_training_steps",
-            "Optimizer steps taken by this process.",
-            LABELS,
-            registry=self.registry,
-        )
+        self._counters = {
+            quantity: counter(name, text) for quantity, (name, text) in COUNTERS.items()
+        }
         gauges: dict[str, Gauge] = {}
         for name, text in NAMED_GAUGES.values():
             if name not in gauges:
                 gauges[name] = gauge(name, text)
         self._named = {key: gauges[name] for key, (name, _) in NAMED_GAUGES.items()}
         self._train_metric = gauge(
-            "rlhf_train_metric", "Any training figure the trainer logs, by name.", ("metric",)
+            "rlhf_train_metric",
+            "Training figures that have no series of their own, by logged name.",
+            ("metric",),
         )
         self._eval_metric = gauge(
             "rlhf_eval_metric", "Evaluation figures (accuracy, f1, loss, reward...).", ("metric",)
@@ -91,7 +135,7 @@ class Telemetry:
             "rlhf_test_metric", "Final figures on held-out test data, by name.", ("metric",)
         )
         self._info = gauge("rlhf_trainer_info", "Constant 1, labelled with the stage.", ("stage",))
-        self._info.labels(**self.labels, stage=kind).set(1)
+        self._info.labels(**self.labels, stage=stage or STAGES.get(kind, kind)).set(1)
 
     # --- updates ----------------------------------------------------------------------
 
@@ -145,8 +189,7 @@ class Telemetry:
 
     def record_step(self, step: int, epoch: float | None = None) -> None:
         with self._lock:
-            if step > self.step:
-                self._steps_counter.labels(**self.labels).inc(step - self.step)
+            self._advance({"steps": step})
             self.step = step
             self.epoch = epoch
             self._recent.append((time.monotonic(), step))
@@ -160,21 +203,65 @@ class Telemetry:
                 self._remaining.labels(**self.labels).set(remaining)
         self.stage_state = "training"
 
+    def start_counting(
+        self,
+        step: int | None = None,
+        tokens_seen: float | None = None,
+        samples_seen: float | None = None,
+        episodes_seen: float | None = None,
+    ) -> None:
+        """Where training starts in this process: its step and running totals (a resumed
+        run's are not 0). The counters count what is added from here, the first rates are
+        measured from now. Without it, counting starts from 0."""
+        seen = {
+            "steps": step,
+            "tokens": tokens_seen,
+            "samples": samples_seen,
+            "episodes": episodes_seen,
+        }
+        with self._lock:
+            self._totals_time = time.monotonic()
+            self._totals.update({key: value for key, value in seen.items() if value is not None})
+
     def record_throughput(
         self, tokens_seen: float | None, samples_seen: float | None
     ) -> dict[str, float]:
-        """Turn running totals into per-second rates since the previous call."""
+        """Running totals of tokens and samples (None: not counted) advance the counters by
+        what was added since the previous call; returns the per-second rates over that
+        window (none for a window in which nothing was added: no step was taken)."""
         now = time.monotonic()
-        rates: dict[str, float] = {}
-        previous = self._last_throughput
-        self._last_throughput = (now, tokens_seen or 0.0, samples_seen or 0.0)
-        if previous is not None and now > previous[0]:
-            elapsed = now - previous[0]
-            if tokens_seen is not None:
-                rates["tokens_per_second"] = (tokens_seen - previous[1]) / elapsed
-            if samples_seen is not None:
-                rates["samples_per_second"] = (samples_seen - previous[2]) / elapsed
-        return rates
+        with self._lock:
+            previous, since = dict(self._totals), self._totals_time
+            added = self._advance({"tokens": tokens_seen, "samples": samples_seen})
+            if not any(added.values()):
+                return {}
+            self._totals_time = now
+        if since is None or now <= since:
+            return {}
+        return {
+            f"{quantity}_per_second": amount / (now - since)
+            for quantity, amount in added.items()
+            if quantity in previous
+        }
+
+    def record_episodes(self, episodes_seen: float) -> None:
+        """PPO's running total of episodes advances rlhf_ppo_episodes_total."""
+        with self._lock:
+            self._advance({"episodes": episodes_seen})
+
+    def _advance(self, totals: dict[str, float | None]) -> dict[str, float]:
+        """Count what each running total added since it was last seen (under the lock). A
+        total seen for the first time counts from 0; one that went down restarted."""
+        added = {}
+        for quantity, total in totals.items():
+            if total is None:
+                continue
+            amount = total - self._totals.get(quantity, 0.0)
+            if amount > 0:
+                self._counters[quantity].labels(**self.labels).inc(amount)
+            added[quantity] = max(amount, 0.0)
+            self._totals[quantity] = total
+        return added
 
     def record_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Log figures: update gauges, the latest values and the history for plots."""
@@ -187,10 +274,10 @@ class Telemetry:
                     self._eval_metric.labels(**self.labels, metric=name[5:]).set(value)
                 elif name.startswith("test_"):
                     self._test_metric.labels(**self.labels, metric=name[5:]).set(value)
-                else:
-                    self._train_metric.labels(**self.labels, metric=name).set(value)
-                if name in self._named:
+                elif name in self._named:
                     self._named[name].labels(**self.labels).set(value)
+                elif name not in CARRIED_ELSEWHERE:
+                    self._train_metric.labels(**self.labels, metric=name).set(value)
 
     # --- reading ----------------------------------------------------------------------
 
