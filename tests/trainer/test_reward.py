@@ -26,11 +26,18 @@ def _spec(data_format: str) -> dict:
 
 
 def test_pairwise_preferences_reach_high_accuracy(write_config) -> None:
-    config, output = write_config(job_manifest("RewardModelJob", "pairs", _spec("preference")))
+    spec = _spec("preference")
+    spec["dataset"]["testFraction"] = 0.2
+    config, output = write_config(job_manifest("RewardModelJob", "pairs", spec))
     assert run_stage("rm", config, train) == 0
-    metrics = summary(output)["metrics"]
+    result = summary(output)
+    metrics = result["metrics"]
     assert metrics["eval_accuracy"] >= 0.9
     assert metrics["eval_mean_margin"] > 0
+    # Held-out test pairs are scored once at the end and reported apart.
+    assert metrics["test_accuracy"] >= 0.9 and metrics["test_mean_margin"] > 0
+    assert result["keyMetric"].startswith("test_accuracy=")
+    assert [row for row in result["history"] if "test_accuracy" in row] == result["history"][-1:]
     assert (output / "model" / "COMPLETE").exists()
 
 
@@ -42,12 +49,14 @@ def test_rankings_are_expanded_to_pairs_and_learnt(write_config) -> None:
 
 def test_ratings_are_learnt_by_regression(write_config) -> None:
     spec = _spec("rating")
+    spec["dataset"]["testFraction"] = 0.2
     spec["training"] = {**TRAINING, "maxSteps": 150, "learningRate": 3e-3}
     config, output = write_config(job_manifest("RewardModelJob", "ratings", spec))
     assert run_stage("rm", config, train) == 0
     metrics = summary(output)["metrics"]
     assert metrics["eval_spearman"] > 0.7 and metrics["eval_pearson"] > 0.7
-    assert summary(output)["keyMetric"].startswith("eval_spearman=")
+    assert metrics["test_spearman"] > 0.7 and "test_mse" in metrics
+    assert summary(output)["keyMetric"].startswith("test_spearman=")
 
 
 def _user(text: str) -> list[dict]:

@@ -15,7 +15,7 @@ from typing import Any
 from . import scoring
 from .data import load_splits, prompt_texts
 from .errors import ConfigError, DataError
-from .lifecycle import Context, Interrupted, StageResult, publish_model
+from .lifecycle import Context, Interrupted, StageResult, publish_model, seed_everything
 from .models import load_causal_lm, load_classifier, load_tokenizer, resolve
 
 # End-of-turn tokens of the chat templates of common families (Llama-3, Qwen/ChatML, Gemma,
@@ -182,7 +182,9 @@ def load_reward_model(context: Context, dtype: Any, pad_token_id: int) -> Any:
     or a bare encoder given as rewardModel would score with random weights)."""
     from transformers import AutoModelForSequenceClassification
 
-    arguments = resolve(context.spec.reward_model, "rewardModel", context.config)
+    source = context.spec.reward_model
+    arguments = resolve(source, "rewardModel", context.config)
+    seed_everything(context.spec.training.seed)  # the preset's head is made here: seeded
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             **arguments, dtype=dtype, num_labels=1, output_loading_info=True
@@ -191,7 +193,10 @@ def load_reward_model(context: Context, dtype: Any, pad_token_id: int) -> Any:
         where = arguments["pretrained_model_name_or_path"]
         raise ConfigError(f"cannot load {where}: {error}", field="spec.rewardModel") from error
     head = untrained_head_weights(model, info.get("missing_keys", []))
-    if head:
+    if head and source.preset is not None:
+        # Documented as a randomly initialised reward model for smoke tests of a cluster.
+        print("rlhf-trainer: notice: rewardModel preset tiny scores with a random head", flush=True)
+    elif head:
         raise ConfigError(
             f"{arguments['pretrained_model_name_or_path']} has no trained score head (missing"
             f" {', '.join(sorted(head)[:3])}); give a reward model (a RewardModelJob's output"

@@ -16,6 +16,7 @@ from . import hf, scoring
 from .data import Splits, load_splits, preference_pairs, rating_texts
 from .errors import ConfigError, DataError
 from .evaluation import pairwise_metrics, regression_metrics
+from .held_out import evaluate_held_out
 from .lifecycle import Context, StageResult, publish_model
 from .models import load_classifier, load_tokenizer
 
@@ -121,34 +122,42 @@ def _train_pairwise(context: Context, tokenizer: Any, model: Any, splits: Splits
     train_output = hf.train_resumably(context, trainer)
     metrics: dict[str, float] = {"train_loss": float(train_output.training_loss)}
     model = trainer.model  # every rank scores (a sharded model needs them all)
+    scorer = scoring.RewardScorer(model, tokenizer, form, batch_size=spec.training.batch_size)
     details: dict[str, Any] = {}
-    if eval_pairs is not None:
-        context.telemetry.set_state("evaluating")
-        scorer = scoring.RewardScorer(model, tokenizer, form, batch_size=spec.training.batch_size)
-        prompts = (
-            eval_pairs["prompt"]
-            if "prompt" in eval_pairs.column_names
-            else [None] * len(eval_pairs)
-        )
-        chosen = scorer.score(prompts, eval_pairs["chosen"]).tolist()
-        rejected = scorer.score(prompts, eval_pairs["rejected"]).tolist()
-        figures = pairwise_metrics(chosen, rejected)
-        metrics.update({f"eval_{name}": value for name, value in figures.items()})
+    # Evaluation pairs steered training (early stopping, best checkpoint); test pairs were
+    # held out of all of it and give the final figures, reported apart.
+    test_pairs = (
+        preference_pairs(splits.test, splits.format, splits.origin)
+        if splits.test is not None
+        else None
+    )
+    for prefix, pairs in (("eval", eval_pairs), ("test", test_pairs)):
+        if pairs is None:
+            continue
+        context.telemetry.set_state("testing" if prefix == "test" else "evaluating")
+        figures, samples = _pairwise_evaluation(scorer, pairs)
+        metrics.update({f"{prefix}_{name}": value for name, value in figures.items()})
         context.telemetry.record_metrics(metrics)
-        details["samples"] = [
-            {"prompt": p, "chosen": c, "rejected": r, "chosen_score": cs, "rejected_score": rs}
-            for p, c, r, cs, rs in list(
-                zip(
-                    prompts,
-                    eval_pairs["chosen"],
-                    eval_pairs["rejected"],
-                    chosen,
-                    rejected,
-                    strict=True,
-                )
-            )[:8]
-        ]
-    return _finish(context, tokenizer, trainer, form, metrics, details, "eval_accuracy")
+        if prefix == "eval" or "samples" not in details:
+            details["samples"] = samples
+    key = "test_accuracy" if test_pairs is not None else "eval_accuracy"
+    return _finish(context, tokenizer, trainer, form, metrics, details, key)
+
+
+def _pairwise_evaluation(
+    scorer: scoring.RewardScorer, pairs: Any
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Pairwise accuracy and margins of held-out pairs, and the first few pairs scored."""
+    prompts = pairs["prompt"] if "prompt" in pairs.column_names else [None] * len(pairs)
+    chosen = scorer.score(prompts, pairs["chosen"]).tolist()
+    rejected = scorer.score(prompts, pairs["rejected"]).tolist()
+    samples = [
+        {"prompt": p, "chosen": c, "rejected": r, "chosen_score": cs, "rejected_score": rs}
+        for p, c, r, cs, rs in list(
+            zip(prompts, pairs["chosen"], pairs["rejected"], chosen, rejected, strict=True)
+        )[:8]
+    ]
+    return pairwise_metrics(chosen, rejected), samples
 
 
 def encode_ratings(dataset: Any, tokenizer: Any, form: scoring.ScoringFormat, origin: str) -> Any:
@@ -216,7 +225,17 @@ def _train_regression(context: Context, tokenizer: Any, model: Any, splits: Spli
         for name in ("mse", "pearson", "spearman", "loss"):
             metrics[f"eval_{name}"] = float(evaluation[f"eval_{name}"])
         context.telemetry.record_metrics(metrics)
-    return _finish(context, tokenizer, trainer, form, metrics, {}, "eval_spearman")
+    key = "eval_spearman"
+    if splits.test is not None:
+        context.telemetry.set_state("testing")
+        test_set = encode_ratings(
+            rating_texts(splits.test, splits.origin), tokenizer, form, splits.origin
+        )
+        figures = evaluate_held_out(trainer, test_set)
+        metrics.update({name: float(value) for name, value in figures.items()})
+        context.telemetry.record_metrics(metrics)
+        key = "test_spearman"
+    return _finish(context, tokenizer, trainer, form, metrics, {}, key)
 
 
 def _finish(
