@@ -254,3 +254,50 @@ def test_conversation_a_strict_template_refuses_names_the_row(
     assert code == EXIT_DATA_ERROR
     assert f"{data}: messages: row 4 is refused by the model's chat template" in error
     assert "must alternate" in error
+
+
+# --- transient failures are not configuration errors ------------------------------------
+
+
+def test_network_failures_are_told_apart_from_user_errors() -> None:
+    from rlhf_trainer.errors import ConfigError, TransientError, is_network_failure, load_failure
+
+    def raised(error: BaseException, cause: BaseException) -> BaseException:
+        try:
+            try:
+                raise cause
+            except BaseException as inner:
+                raise error from inner
+        except BaseException as outer:
+            return outer
+
+    class ConnectError(Exception):  # the shape of httpx's, by name
+        pass
+
+    offline = raised(OSError("We couldn't connect to the Hub"), ConnectionRefusedError(111))
+    assert is_network_failure(offline)
+    assert is_network_failure(raised(OSError("x"), ConnectError("refused")))
+    assert not is_network_failure(raised(OSError("no config.json"), FileNotFoundError("x")))
+    assert isinstance(load_failure(offline, "org/model", "spec.model"), TransientError)
+    missing = load_failure(OSError("org/model is not a valid model id"), "org/model", "spec.model")
+    assert isinstance(missing, ConfigError)
+
+
+def test_an_unreachable_hub_exits_75_to_be_retried(write_config, monkeypatch) -> None:
+    """Offline, a hub model used to exit 78 ("bad config"), which fails the Job at once."""
+    import huggingface_hub.constants
+    import huggingface_hub.utils._http as hub_http
+    from rlhf_trainer.errors import EXIT_TEMPORARY_FAILURE
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(hub_http.time, "sleep", lambda seconds: None)  # no backoff waits
+    spec = {
+        **CPU,
+        "model": {"hub": {"id": "example-org/unreachable"}},
+        "dataset": {"preset": "tiny"},
+    }
+    config, _ = write_config(job_manifest("SFTJob", "offline", spec))
+    assert run_stage("sft", config, train_sft) == EXIT_TEMPORARY_FAILURE
+    termination = json.loads(config.with_name("run.termination").read_text())
+    assert termination["reason"] == "TransientError"
+    assert "cannot reach the Hub" in termination["message"]

@@ -131,3 +131,21 @@ def test_two_process_data_parallel_sft(write_config) -> None:
     done = summary(output)
     assert done["worldSize"] == 2 and done["steps"] == 20
     assert (output / "model" / "COMPLETE").exists()
+
+
+def test_the_published_model_is_readable_by_other_users(tmp_path: Path) -> None:
+    """A serving pod runs as another uid: model/ 0755 and its files 0644 (mkdtemp made
+    model/ 0700)."""
+    import stat
+
+    from rlhf_trainer.lifecycle import publish_model
+
+    def save(folder: Path) -> None:
+        (folder / "weights").mkdir()
+        (folder / "weights" / "model.safetensors").write_bytes(b"x")
+        (folder / "weights" / "model.safetensors").chmod(0o600)
+
+    published = publish_model(tmp_path, save)
+    for path in [published, *published.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))

@@ -18,7 +18,7 @@ from rlhf_operator.api import DatasetSource
 from rlhf_operator.api.trainer_config import TrainerConfig, hub_token_variable
 
 from .chat import Kind, split_last_assistant_turn, value_kind
-from .errors import DataError
+from .errors import DataError, TransientError, is_network_failure
 from .presets import tiny_records
 
 # The columns that identify each format, in the order "auto" tries them.
@@ -197,7 +197,14 @@ def _load(
                 else None
                 for split in (source.eval_split, source.test_split)
             )
-        except (FileNotFoundError, ValueError) as error:
+        except (OSError, ValueError) as error:
+            if is_network_failure(error):
+                raise TransientError(
+                    f"cannot reach the Hub ({_first_line(error)}); retried on the next attempt",
+                    where=origin,
+                ) from error
+            if not isinstance(error, FileNotFoundError | ValueError):
+                raise
             raise DataError(f"cannot load: {error}", where=origin) from error
         return train, evaluation, test, origin
     path = config.paths.inputs.get("dataset")

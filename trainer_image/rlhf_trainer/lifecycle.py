@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from rlhf_operator.api import field_errors
 from rlhf_operator.api.trainer_config import FINAL_MODEL_DIR, TrainerConfig
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, TransientError, UserError
 from .telemetry import Telemetry, write_summary, write_termination_message
 
 EXIT_INTERRUPTED = 143
@@ -237,7 +237,7 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
         if telemetry.address and config.telemetry.linger_seconds:
             time.sleep(config.telemetry.linger_seconds)
         return 0
-    except UserError as error:
+    except (UserError, TransientError) as error:
         print(f"rlhf-trainer: error: {error}", file=sys.stderr, flush=True)
         if termination_path:
             write_termination_message(
@@ -276,10 +276,22 @@ def publish_model(output_dir: Path, save: Callable[[Path], None]) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{FINAL_MODEL_DIR}.", dir=output_dir))
     save(staging)
     (staging / "COMPLETE").write_text(json.dumps({"saved": time.time()}))
+    readable_by_all(staging)
     if final.exists():
         shutil.rmtree(final)
     os.rename(staging, final)
     return final
+
+
+def readable_by_all(folder: Path) -> None:
+    """Folders 0755 and files 0644, as model registries and serving pods (another uid)
+    expect: mkdtemp makes 0700 folders, and some writers make 0600 files."""
+    folder.chmod(0o755)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            (Path(root) / name).chmod(0o755)
+        for name in files:
+            (Path(root) / name).chmod(0o644)
 
 
 def publish_pretrained(

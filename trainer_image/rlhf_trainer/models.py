@@ -13,7 +13,7 @@ from typing import Any
 from rlhf_operator.api import PolicyModelSource, RewardModelSource
 from rlhf_operator.api.trainer_config import InputSlot, TrainerConfig, hub_token_variable
 
-from .errors import ConfigError
+from .errors import ConfigError, load_failure
 from .lifecycle import seed_everything
 from .presets import tiny_model_path
 
@@ -148,4 +148,4 @@ def _load(
         return factory.from_pretrained(**arguments, **extra)
     except OSError as error:
         where = arguments["pretrained_model_name_or_path"]
-        raise ConfigError(f"cannot load {where}: {error}", field=f"spec.{slot}") from error
+        raise load_failure(error, where, f"spec.{slot}") from error

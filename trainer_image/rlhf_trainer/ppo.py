@@ -14,7 +14,7 @@ from typing import Any
 
 from . import scoring
 from .data import load_splits, prompt_texts
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, load_failure
 from .lifecycle import Context, Interrupted, StageResult, publish_model, seed_everything
 from .models import load_causal_lm, load_classifier, load_tokenizer, resolve
 
@@ -191,7 +191,7 @@ def load_reward_model(context: Context, dtype: Any, pad_token_id: int) -> Any:
         )
     except OSError as error:
         where = arguments["pretrained_model_name_or_path"]
-        raise ConfigError(f"cannot load {where}: {error}", field="spec.rewardModel") from error
+        raise load_failure(error, where, "spec.rewardModel") from error
     head = untrained_head_weights(model, info.get("missing_keys", []))
     if head and source.preset is not None:
         # Documented as a randomly initialised reward model for smoke tests of a cluster.
