@@ -363,6 +363,27 @@ def test_every_stage_runs_on_each_family(  # type: ignore[no-untyped-def]
     assert (output / "model" / "COMPLETE").exists()
 
 
+def test_a_real_pretrained_encoder_learns_preferences(  # type: ignore[no-untyped-def]
+    family_model, hub_file, write_config
+) -> None:
+    """all-MiniLM-L6-v2 (a real pretrained BERT from its PyPI wheel, no EOS token), loaded by
+    path as a pvc source, trained as a reward model with a new score head: it ranks held-out
+    preference pairs well above chance (crashed before in TRL's add-EOS step)."""
+    from tests.trainer.conftest import CPU, summary
+
+    spec = {
+        **CPU,
+        "model": _pvc(),
+        "dataset": _dataset("preference", evalFraction=0.25),
+        "training": {"maxSteps": 24, "learningRate": 1e-4, "batchSize": 8, "maxLength": 48},
+    }
+    inputs = {"model": str(family_model("minilm")), "dataset": str(hub_file("preference", 64))}
+    code, output = _run_stage(write_config, "rm", "minilm-rm", spec, inputs)
+    assert code == 0
+    metrics = summary(output)["metrics"]
+    assert metrics["eval_accuracy"] >= 0.75, metrics  # 16 held-out pairs; chance is 0.5
+
+
 def test_conversations_cut_away_by_max_length_are_a_clear_error(  # type: ignore[no-untyped-def]
     family_model, hub_file, write_config, capsys
 ) -> None:
