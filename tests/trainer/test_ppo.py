@@ -278,7 +278,9 @@ def test_prompts_of_the_wrong_shape_are_a_data_error(write_config, tmp_path, pre
         },
     )
     assert run_stage("ppo", config, ppo.train) == 65  # read before any model is loaded
-    assert "'prompt' must be a string or" in _failure(config)
+    failure = _failure(config)
+    assert "prompts.jsonl: prompt: row 1" in failure
+    assert "expected a string or a list of messages" in failure
 
 
 def test_training_batch_size_is_the_micro_batch() -> None:
