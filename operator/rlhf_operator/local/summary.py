@@ -11,6 +11,13 @@ from .plan import key, label
 from .runner import Outcome
 
 
+def figure(value: float, digits: int = 2) -> str:
+    """A figure rounded for reading: a value that rounds to zero prints as 0.00, never as
+    -0.00 (a tiny negative estimate, e.g. PPO's k1 KL, is zero at this precision)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def key_figures(outcome: Outcome) -> str:
     """The figures that say whether a stage learnt, in words a person reads."""
     metrics = outcome.summary.get("metrics") or {}
@@ -35,15 +42,16 @@ def key_figures(outcome: Outcome) -> str:
     if kind == "RewardModelJob":
         if has("eval_accuracy"):
             margin = metrics.get("eval_mean_margin", 0)
-            return f"pairwise accuracy {metrics['eval_accuracy']:.3f}, margin {margin:.2f}"
+            return f"pairwise accuracy {metrics['eval_accuracy']:.3f}, margin {figure(margin)}"
         if has("eval_spearman"):
             pearson = metrics.get("eval_pearson", 0)
-            return f"spearman {metrics['eval_spearman']:.3f}, pearson {pearson:.3f}"
+            return f"spearman {figure(metrics['eval_spearman'], 3)}, pearson {figure(pearson, 3)}"
     if kind == "PPOJob" and has("eval/reward_reference", "eval/reward_policy"):
         return (
-            f"reward {metrics['eval/reward_reference']:.2f} -> {metrics['eval/reward_policy']:.2f},"
-            f" KL {metrics.get('eval/kl', float('nan')):.2f},"
-            f" win rate {metrics.get('eval/win_rate', float('nan')):.2f}"
+            f"reward {figure(metrics['eval/reward_reference'])}"
+            f" -> {figure(metrics['eval/reward_policy'])},"
+            f" KL {figure(metrics.get('eval/kl', float('nan')))},"
+            f" win rate {figure(metrics.get('eval/win_rate', float('nan')))}"
         )
     return outcome.summary.get("keyMetric", "") or ""
 
@@ -110,9 +118,9 @@ def _samples(outcome: Outcome) -> str:
             [
                 r["prompt"],
                 r["reference"],
-                f"{r['reference_score']:.2f}",
+                figure(r["reference_score"]),
                 r["policy"],
-                f"{r['policy_score']:.2f}",
+                figure(r["policy_score"]),
             ]
             for r in rows
         ]
