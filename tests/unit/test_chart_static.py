@@ -592,6 +592,37 @@ def test_cluster_role_writes_nothing_cluster_scoped(
         assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
 
 
+def readme_rbac_table() -> dict[tuple[str, str], set[str]]:
+    """The chart README's RBAC table as (group, resource) -> verbs."""
+    table: dict[tuple[str, str], set[str]] = {}
+    for line in (CHART / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] in ("API group", "---"):
+            continue
+        group = "" if cells[0] == '""' else cells[0]
+        resources = re.findall(r"[\w*]+(?:/\w+)?", re.sub(r"\([^)]*\)", "", cells[1]))
+        for resource in resources:
+            kinds = ["sftjobs", "rewardmodeljobs", "ppojobs"] if resource.startswith("*/") else [""]
+            for kind in kinds:
+                name = kind + resource[1:] if kind else resource
+                table.setdefault((group, name), set()).update(
+                    verb.strip() for verb in cells[2].split(",")
+                )
+    return table
+
+
+def test_chart_readme_rbac_table_is_the_rendered_rbac(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for scenario in ("default", "namespaced"):
+        for role in rendered[scenario]:
+            if role["kind"] in ("ClusterRole", "Role"):
+                for key, verbs in flatten(role["rules"]).items():
+                    granted.setdefault(key, set()).update(verbs)
+    assert readme_rbac_table() == granted
+
+
 def test_every_rbac_rule_has_a_comment() -> None:
     for path in (CHART / "templates" / "_helpers.tpl", CHART / "templates" / "rbac.yaml"):
         lines = path.read_text().splitlines()
@@ -638,6 +669,77 @@ def test_values_of_the_wrong_type_fail(
     result = helm(helm_bin, helm_env, "template", "rlhf", str(CHART), *values, check=False)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
+
+
+def refusal(helm_bin: Path, helm_env: dict[str, str], *sets: str) -> str:
+    """What `helm template` and `helm install` say when they refuse these values, and
+    what `helm lint` says of them (lint reports a template `fail` without failing)."""
+    args = [arg for value in sets for arg in ("--set", value)]
+    messages = []
+    for command in (["template", "rlhf"], ["install", "rlhf", "--dry-run=client"]):
+        result = helm(helm_bin, helm_env, *command, str(CHART), *args, check=False)
+        assert result.returncode != 0, result.stdout
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+        assert len(errors) == 1, result.stderr
+        messages.append(errors[0].partition("): ")[2])
+    assert messages[0] and messages[0] == messages[1]
+    lint = helm(helm_bin, helm_env, "lint", str(CHART), *args, check=False)
+    assert messages[0] in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    return messages[0]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "0.0"])
+def test_recheck_seconds_not_above_zero_gives_one_clear_message(
+    helm_bin: Path, helm_env: dict[str, str], value: str
+) -> None:
+    said = refusal(helm_bin, helm_env, f"operator.recheckSeconds={value}")
+    expected = f"operator.recheckSeconds must be a number of seconds above 0, e.g. 5 (got {value})"
+    assert expected in said and said.count("recheckSeconds") == 1, said
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([], "podDisruptionBudget.enabled needs replicas >= 2 (got 1)"),
+        (["replicas=0"], "podDisruptionBudget.enabled needs replicas >= 2 (got 0)"),
+        (
+            ["replicas=2", "podDisruptionBudget.minAvailable=2"],
+            "podDisruptionBudget.minAvailable 2 keeps all 2 replicas",
+        ),
+        (
+            ["replicas=3", "podDisruptionBudget.minAvailable=100%"],
+            "podDisruptionBudget.minAvailable 100% keeps all 3 replicas",
+        ),
+        (
+            ["replicas=2", "podDisruptionBudget.maxUnavailable=0"],
+            "podDisruptionBudget.maxUnavailable 0 lets no operator pod go",
+        ),
+    ],
+)
+def test_a_disruption_budget_that_blocks_node_drains_is_refused(
+    helm_bin: Path, helm_env: dict[str, str], values: list[str], message: str
+) -> None:
+    """A budget no eviction can satisfy makes `kubectl drain` of the operator's node hang."""
+    said = refusal(helm_bin, helm_env, "podDisruptionBudget.enabled=true", *values)
+    assert message in said and "blocks every node drain" in said, said
+    assert said.count("podDisruptionBudget") == 1, said
+
+
+def test_a_disruption_budget_that_lets_one_pod_go_renders(
+    helm_bin: Path, helm_env: dict[str, str]
+) -> None:
+    for values, spec in (
+        (["replicas=2"], {"minAvailable": 1}),
+        (["replicas=3", "podDisruptionBudget.minAvailable=50%"], {"minAvailable": "50%"}),
+        (["replicas=2", "podDisruptionBudget.maxUnavailable=1"], {"maxUnavailable": 1}),
+    ):
+        sets = [
+            arg
+            for value in ["podDisruptionBudget.enabled=true", *values]
+            for arg in ("--set", value)
+        ]
+        pdb = only(render(helm_bin, helm_env, *sets), "PodDisruptionBudget")
+        assert {k: v for k, v in pdb["spec"].items() if k != "selector"} == spec
 
 
 # Objects that are maps (labels, annotations, quantities) or Kubernetes structures passed

@@ -131,3 +131,39 @@ Cluster-scoped reads Kopf needs in every mode.
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/*
+operator.recheckSeconds, refused with one message unless it is a number above 0. (The
+schema only checks its type: a schema range check gives two messages, one per allowed
+type, neither of which says what is wanted.) `--set` passes 2.5 as a string; float64
+turns what is not a number into 0.
+*/}}
+{{- define "rlhf-operator.recheckSeconds" -}}
+{{- $value := .Values.operator.recheckSeconds }}
+{{- if le (float64 $value) 0.0 }}
+{{- fail (printf "operator.recheckSeconds must be a number of seconds above 0, e.g. 5 (got %v)" $value) }}
+{{- end }}
+{{- $value }}
+{{- end }}
+
+{{/*
+Refuses a PodDisruptionBudget that no eviction can satisfy: with it, `kubectl drain` of
+the node running the operator never finishes. That is every budget over one replica,
+and a budget that keeps all replicas (minAvailable >= replicas or "100%") or lets none
+go (maxUnavailable 0 or "0%").
+*/}}
+{{- define "rlhf-operator.checkDisruptionBudget" -}}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- $replicas := int .Values.replicas }}
+{{- $max := toString $pdb.maxUnavailable }}
+{{- $min := $pdb.minAvailable }}
+{{- if lt $replicas 2 }}
+{{- fail (printf "podDisruptionBudget.enabled needs replicas >= 2 (got %d): a budget over one operator pod blocks every node drain; set replicas: 2 or leave the budget off" $replicas) }}
+{{- else if not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if or (eq $max "0") (eq $max "0%") }}
+{{- fail "podDisruptionBudget.maxUnavailable 0 lets no operator pod go and blocks every node drain: use 1 or more" }}
+{{- end }}
+{{- else if or (eq (toString $min) "100%") (and (not (kindIs "string" $min)) (ge (int $min) $replicas)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable %v keeps all %d replicas and blocks every node drain: use at most %d" $min $replicas (sub $replicas 1)) }}
+{{- end }}
+{{- end }}
