@@ -21,6 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from harness.kube import tools_dir
+from rlhf_operator.api.common import Resources
+from rlhf_operator.resources.job import DEFAULT_GPU_RESOURCE
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "rlhf-operator"
@@ -333,6 +335,34 @@ def test_deployment_values(helm_bin: Path, helm_env: dict[str, str]) -> None:
     assert env["RLHF_GPU_RESOURCE_NAME"] == "amd.com/gpu"
     assert env["RLHF_TRAINER_METRICS_PORT"] == "9100"
     assert env["RLHF_RECHECK_SECONDS"] == "2.5"
+
+
+def test_the_default_gpu_resource_name_is_the_same_everywhere() -> None:
+    """The API's default, the CRDs', the operator's and what the chart and README say."""
+    default = Resources().gpu_resource_name
+    assert DEFAULT_GPU_RESOURCE == default == "nvidia.com/gpu"
+    for crd_path in [
+        *(ROOT / "crds").glob("rlhf.dev_*.yaml"),
+        *(CHART / "crds").glob("rlhf.dev_*"),
+    ]:
+        crd = yaml.safe_load(crd_path.read_text())
+        spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        assert (
+            spec["properties"]["resources"]["properties"]["gpuResourceName"]["default"] == default
+        )
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["trainer"]["gpuResourceName"] == ""  # empty: each job keeps its own
+    assert f"keep the default {default}" in (CHART / "values.yaml").read_text()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert (
+        default in schema["properties"]["trainer"]["properties"]["gpuResourceName"]["description"]
+    )
+    (row,) = [
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("| `trainer.gpuResourceName`")
+    ]
+    assert row.split("|")[2].strip().startswith('`""`') and f"default `{default}`" in row
 
 
 def test_pod_labels_and_annotations_merge(helm_bin: Path, helm_env: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ import posixpath
 from typing import Any
 
 from ..api import TrainingJob, kind_info
+from ..api.common import Resources
 from ..api.trainer_config import (
     CONFIG_PATH,
     INPUTS_DIR,
@@ -27,7 +28,8 @@ GRACE_SECONDS = 120
 """Time for the trainer to write a checkpoint after SIGTERM (eviction, suspension)."""
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_GPU_RESOURCE: str = Resources.model_fields["gpu_resource_name"].default
+"""The API's default GPU resource name, which the operator's setting may replace."""
 
 
 def input_mount_path(slot: InputSlot) -> str:
