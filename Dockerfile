@@ -1,5 +1,7 @@
-# The operator image: the controller only (no torch). Built from the repository root:
-#   docker build -t rlhf-operator:0.1.0 .
+# The operator image: the controller only (no torch). Built from the repository root under
+# the chart's default name (helm values image.repository / image.tag; see README.md,
+# "Install on a cluster", to push it to your own registry):
+#   docker build -t ghcr.io/rlhf-operator/operator:0.1.0 .
 FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -23,6 +23,7 @@ import yaml
 from harness.kube import tools_dir
 from rlhf_operator.api.common import Resources
 from rlhf_operator.resources.job import DEFAULT_GPU_RESOURCE
+from rlhf_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "rlhf-operator"
@@ -363,6 +364,54 @@ def test_the_default_gpu_resource_name_is_the_same_everywhere() -> None:
         if line.startswith("| `trainer.gpuResourceName`")
     ]
     assert row.split("|")[2].strip().startswith('`""`') and f"default `{default}`" in row
+
+
+def _install_commands(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The `docker build` tags by Dockerfile and the `helm install --set` values of an
+    install recipe, with line continuations joined."""
+    text = text.replace("\\\n", " ")
+    builds: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.lstrip().startswith("docker build"):
+            words = line.split("#")[0].split()
+            dockerfile = words[words.index("-f") + 1] if "-f" in words else "Dockerfile"
+            builds[dockerfile] = words[words.index("-t") + 1]
+    sets = dict(
+        value.split("=", 1)
+        for line in text.splitlines()
+        if line.lstrip().startswith("helm install")
+        for value in re.findall(r"--set (\S+)", line)
+    )
+    return builds, sets
+
+
+@pytest.mark.parametrize("readme", ["README.md", "helm/rlhf-operator/README.md"])
+def test_image_names_agree(rendered: dict[str, list[dict[str, Any]]], readme: str) -> None:
+    """The chart's default images are the ones the Dockerfiles' comments build, and the
+    README's install builds both images and sets both in the chart."""
+    container = _container(rendered["default"])
+    operator_image = container["image"]
+    trainer_image = {e["name"]: e.get("value") for e in container["env"]}["RLHF_TRAINER_IMAGE"]
+    assert trainer_image == OperatorSettings().trainer_image
+    commented = {}
+    for dockerfile in ("Dockerfile", "trainer_image/Dockerfile"):
+        comments = "\n".join(
+            line.lstrip("# ")
+            for line in (ROOT / dockerfile).read_text().splitlines()
+            if line.startswith("#")
+        )
+        (tag,) = _install_commands(comments)[0].values()
+        commented[dockerfile] = tag
+    assert commented == {"Dockerfile": operator_image, "trainer_image/Dockerfile": trainer_image}
+
+    builds, sets = _install_commands((ROOT / readme).read_text())
+    assert set(builds) == {"Dockerfile", "trainer_image/Dockerfile"}
+    assert f"{sets['image.repository']}:{sets['image.tag']}" == builds["Dockerfile"]
+    assert sets["trainer.image"] == builds["trainer_image/Dockerfile"]
+    # The same names as the defaults, in the user's registry.
+    registry = "ghcr.io/rlhf-operator"
+    for dockerfile, tag in builds.items():
+        assert tag.replace("$REGISTRY", registry) == commented[dockerfile]
 
 
 def test_pod_labels_and_annotations_merge(helm_bin: Path, helm_env: dict[str, str]) -> None:
