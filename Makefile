@@ -56,7 +56,7 @@ crds: setup-python
 	$(BIN)/rlhf crds --output crds
 	$(BIN)/rlhf crds --output helm/rlhf-operator/crds
 
-## demo: SFT -> reward model -> PPO on a tiny model, locally, from scratch (~1 minute on 2 CPUs)
+## demo: SFT -> reward model -> PPO on a tiny model, locally, from scratch (~35 s on 2 CPUs after setup)
 demo: setup-python
 	rm -rf runs/demo
 	$(BIN)/rlhf local run examples/local/pipeline.yaml --workdir runs/demo
