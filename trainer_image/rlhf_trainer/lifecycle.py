@@ -247,6 +247,16 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
         return error.exit_code
     except Interrupted:
         print("rlhf-trainer: stopped after saving a checkpoint; rerun to resume", file=sys.stderr)
+        if telemetry is not None and context.is_main:  # the curves so far, at the same link
+            from .report import write_report
+
+            interrupted = {
+                "phase": "Interrupted",
+                "seconds": round(time.time() - started, 1),
+                "steps": telemetry.step,
+                "note": "Stopped after saving a checkpoint: run it again to resume.",
+            }
+            write_report(context.output_dir, config, interrupted, telemetry.history, {})
         return EXIT_INTERRUPTED
     except Exception as error:
         traceback.print_exc()

@@ -139,6 +139,8 @@ def run_job(
         file=out,
         flush=True,
     )
+    if stop.count:  # a press while this stage was being set up: do not start it at all
+        return Outcome(job, folder, "interrupted", 0.0, {})
     started = time.monotonic()
     with open(folder / "trainer.log", "a") as log:
         # Its own session, so a terminal's Ctrl-C or hang-up reaches only us and we ask the
@@ -152,7 +154,8 @@ def run_job(
             preexec_fn=_die_with_parent,
         )
         view = ProgressView(name, out, resuming=plan.action == "resume")
-        forwarded = stop.count
+        # Every press counts, also one that came after the check above: none is lost.
+        forwarded = 0
         while True:
             try:
                 code = process.wait(timeout=0.5)
@@ -160,16 +163,17 @@ def run_job(
             except subprocess.TimeoutExpired:
                 view.update(read_progress(port))
             if stop.count > forwarded:
-                forwarded = stop.count
-                if forwarded == 1:
+                if forwarded == 0 and stop.count == 1:
                     say(
                         out,
                         f"\n{name}: {stop.name}: stopping after a checkpoint"
                         " (press Ctrl-C again to abort)",
                     )
                     process.send_signal(signal.SIGTERM)
-                else:
-                    process.kill()
+                else:  # a second press, or two at once: stop now
+                    say(out, f"\n{name}: {stop.name} again: aborting without a checkpoint")
+                    _kill_group(process)
+                forwarded = stop.count
         view.finish(succeeded=code == 0)
     seconds = time.monotonic() - started
     summary = read_summary(folder)
@@ -180,6 +184,14 @@ def run_job(
     write_outcome(folder, status, code, message)
     summary = summary or {"error": message}
     return Outcome(job, folder, status, seconds, summary, code)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the trainer and whatever it started (torchrun's workers): its own session."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        process.kill()
 
 
 def _die_with_parent() -> None:
