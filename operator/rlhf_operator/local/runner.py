@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import shutil
 import signal
@@ -280,6 +281,7 @@ class ProgressView:
     """
 
     WIDTH = 20
+    MIN_WIDTH = 10
     COLUMNS = 79
 
     def __init__(self, name: str, out: IO[str], resuming: bool = False) -> None:
@@ -308,10 +310,13 @@ class ProgressView:
 
     def _draw(self, step: int, total: int, eta: float | None) -> None:
         fraction = min(1.0, step / total)
-        filled = int(self.WIDTH * fraction)
-        line = format_progress(self.name, filled, self.WIDTH, fraction, step, total, eta)
-        if self.figure and len(line) + 2 + len(self.figure) <= self.COLUMNS:
-            line += f"  {self.figure}"
+        line = self._line(self.WIDTH, fraction, step, total, eta)
+        if self.figure:
+            # Room for the loss or reward: a shorter bar, down to MIN_WIDTH; else left out.
+            excess = len(line) + 2 + len(self.figure) - self.COLUMNS
+            width = self.WIDTH - max(0, excess)
+            if width >= self.MIN_WIDTH:
+                line = self._line(width, fraction, step, total, eta) + f"  {self.figure}"
         line = line[: self.COLUMNS]
         if self.tty:
             self.out.write("\r" + line.ljust(self.COLUMNS))
@@ -320,6 +325,10 @@ class ProgressView:
         elif int(fraction * 10) > self.last_tenth:
             self.last_tenth = int(fraction * 10)
             self._print(line)
+
+    def _line(self, width: int, fraction: float, step: int, total: int, eta: float | None) -> str:
+        filled = int(width * fraction)
+        return format_progress(self.name, filled, width, fraction, step, total, eta)
 
     def _print(self, text: str) -> None:
         if self.drawn:
@@ -344,7 +353,9 @@ def format_progress(
 ) -> str:
     """``SFTJob/demo  ########............  40% 120/300  ETA 0:01:05``"""
     bar = "#" * filled + "." * (width - filled)
-    text = f"{name[:24]:24} {bar} {fraction:4.0%} {step}/{total}"
+    # Rounded down, as the bar is: 99.99 % is not done, and only the end shows 100 %.
+    percent = math.floor(100 * fraction + 1e-9)
+    text = f"{name[:24]:24} {bar} {percent:3d}% {step}/{total}"
     if eta is not None:
         text += f"  ETA {format_duration(eta)}"
     return text
