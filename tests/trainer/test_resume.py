@@ -93,6 +93,9 @@ def test_sigterm_saves_a_checkpoint_then_the_rerun_finishes(write_config) -> Non
     assert code == EXIT_INTERRUPTED, log
     assert "saving a checkpoint and stopping" in log
     assert not (output / "model").exists()
+    # Its report is there already (a pipeline report links to it), with the curves so far.
+    report = (output / "report.html").read_text()
+    assert "Interrupted in" in report and "<title>loss</title>" in report
     resumed_from = max(
         int(p.name.split("-")[1]) for p in (output / "checkpoints").glob("checkpoint-*")
     )
