@@ -86,7 +86,7 @@ STYLE = (
     "line-height:1.4}"
     ".charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,420px),1fr));"
     "gap:8px}"
-    "svg{width:100%;height:auto;display:block}"
+    "figure{margin:0}svg{width:100%;height:auto;display:block}"
     ".scroll{overflow-x:auto}"
     "table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"

@@ -90,7 +90,7 @@ STYLE = (
     "line-height:1.4}"
     ".charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));"
     "gap:8px}"
-    "svg{width:100%;height:auto;display:block}"
+    "figure{margin:0}svg{width:100%;height:auto;display:block}"
     ".scroll{overflow-x:auto}"
     "table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
@@ -104,9 +104,12 @@ def write_report(workdir: Path, outcomes: list[Outcome]) -> Path:
     for outcome in outcomes:
         folder = outcome.folder.name
         parts.append(f"<h2 id='{html.escape(folder)}'>{html.escape(label(key(outcome.job)))}</h2>")
+        said = [f"{outcome.status} in {stage_seconds(outcome):.1f} s", key_figures(outcome)]
         parts.append(
-            f"<p>{html.escape(outcome.status)} in {stage_seconds(outcome):.1f} s &middot;"
-            f" {html.escape(key_figures(outcome))}{_links(outcome)}</p>"
+            "<p>"
+            + " &middot; ".join(html.escape(text) for text in said if text)
+            + _links(outcome)
+            + "</p>"
         )
         charts = _charts(outcome.folder / "plots")
         if charts:
