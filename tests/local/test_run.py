@@ -44,7 +44,7 @@ def test_the_demo_shows_learning_and_reports_every_stage(tmp_path: Path, capsys)
     assert "before PPO (SFT policy)" in report
     # One self-contained page: every stage's curves inline, PPO's reward among them.
     assert "<img" not in report and "<title>reward</title>" in report
-    assert report.count("<title>loss</title>") == 2  # SFT and RM, train and eval together
+    assert report.count("<title>loss</title>") == 3  # a loss chart for each stage
 
     # A second run finds everything done and trains nothing.
     assert run([DEMO], tmp_path, {}) == 0

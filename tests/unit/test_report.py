@@ -103,6 +103,8 @@ def test_ppo_curves_run_against_episodes(tmp_path: Path) -> None:
             "objective/scores": -1.0 + update / 10,
             "objective/rlhf_reward": -1.1 + update / 10,
             "objective/kl": update / 100,
+            "loss": (-1) ** update * 0.5,
+            "lr": 1e-5,
             "samples_per_second": 30.0,
         }
         for update in range(1, 21)
@@ -116,6 +118,8 @@ def test_ppo_curves_run_against_episodes(tmp_path: Path) -> None:
     assert "1000" in texts  # ticks in episodes (64 to 1280), not updates (1 to 20)
     assert "episodes/s" in _texts(_by_title(page)["samples per second"])
     assert "KL (nats)" in _texts(_by_title(page)["KL to the reference"])
+    assert "policy + value loss" in _texts(_by_title(page)["loss"])  # not a cross-entropy
+    assert "learning rate" in _by_title(page)  # PPO logs it as lr
 
 
 def test_a_regression_loss_is_labelled_as_squared_error() -> None:

@@ -36,7 +36,12 @@ class Curve:
 LOSS = "loss"  # the y label is chosen per run by loss_unit()
 CURVES = (
     Curve("loss", "loss", (("loss", "train"), ("eval_loss", "eval")), LOSS, log_scale=True),
-    Curve("learning_rate", "learning rate", (("learning_rate", "learning rate"),), "learning rate"),
+    Curve(
+        "learning_rate",
+        "learning rate",
+        (("learning_rate", "learning rate"), ("lr", "learning rate")),  # Trainer's, PPO's
+        "learning rate",
+    ),
     Curve(
         "accuracy",
         "accuracy",
@@ -105,8 +110,11 @@ def page(title: str, body: Sequence[str]) -> str:
     )
 
 
-def loss_unit(history: list[dict[str, Any]]) -> str:
-    """Ratings are fitted by mean squared error; everything else by cross-entropy."""
+def loss_unit(history: list[dict[str, Any]], kind: str) -> str:
+    """PPO minimises its clipped objective; a reward model on ratings, the mean squared
+    error; everything else, a cross-entropy (tokens, classes, or preferred vs rejected)."""
+    if kind == "PPOJob":
+        return "policy + value loss"
     if any("eval_mse" in row or "eval_spearman" in row for row in history):
         return "mean squared error"
     return "cross-entropy (nats)"
@@ -133,7 +141,7 @@ def draw_curves(history: list[dict[str, Any]], kind: str) -> list[tuple[Curve, s
         if not any(len(item.points) >= 2 for item in series):
             continue
         series = [item for item in series if item.points]
-        unit = loss_unit(history) if curve.unit == LOSS else curve.unit
+        unit = loss_unit(history, kind) if curve.unit == LOSS else curve.unit
         if curve.file == "samples_per_second" and kind == "PPOJob":
             unit = "episodes/s"
         svg = chart(series, curve.title, x_label, unit, log_scale=curve.log_scale)
