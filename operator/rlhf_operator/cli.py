@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `rlhf render ... | head`: the reader has what it wanted
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C before a command counts presses itself (importing)
+        print("\nrlhf: interrupted", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -41,7 +41,10 @@ def test_the_demo_shows_learning_and_reports_every_stage(tmp_path: Path, capsys)
     report = (tmp_path / "report.html").read_text()
     for name in ("demo-sft", "demo-rm", "demo-ppo"):
         assert f"{name}/report.html" in report
-    assert "before PPO (SFT policy)" in report and "demo-ppo/plots/objective_scores.svg" in report
+    assert "before PPO (SFT policy)" in report
+    # One self-contained page: every stage's curves inline, PPO's reward among them.
+    assert "<img" not in report and "<title>reward</title>" in report
+    assert report.count("<title>loss</title>") == 3  # a loss chart for each stage
 
     # A second run finds everything done and trains nothing.
     assert run([DEMO], tmp_path, {}) == 0

@@ -173,3 +173,37 @@ def test_status_shows_a_failed_stage_with_its_exit_code_and_how_to_carry_on(
     assert "cannot tell the format" in shown.stdout
     assert f"--claim data={data.resolve()}" in shown.stdout
     assert str(manifest.resolve()) in shown.stdout
+
+
+def test_two_quick_presses_abort_at_once_and_say_nothing_will_be_resumed(tmp_path: Path) -> None:
+    """Ctrl-C twice in quick succession: the second aborts the trainer without waiting
+    for a checkpoint; no traceback, no trainer left, and a truthful last word."""
+    manifest = _sft_manifest(tmp_path, maxSteps=5000, batchSize=4, evalSteps=5000)
+    document = yaml.safe_load(manifest.read_text())
+    document["spec"]["runPolicy"]["checkpointInterval"] = 5000
+    manifest.write_text(yaml.safe_dump(document))
+    workdir = tmp_path / "run"
+    first = subprocess.Popen(
+        _command(manifest, workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    config = _wait_for_training(workdir, first)
+    first.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    first.send_signal(signal.SIGINT)
+    output, _ = first.communicate(timeout=60)
+    assert first.returncode == 130, output
+    assert "Traceback" not in output
+    deadline = time.monotonic() + 30
+    while _trainers(config):
+        assert time.monotonic() < deadline, "the trainer outlived rlhf local run"
+        time.sleep(0.2)
+    complete = [
+        path
+        for path in (workdir / "demo-sft" / "checkpoints").glob("checkpoint-*")
+        if (path / "trainer_state.json").exists()
+    ]
+    # Usually both presses land in one poll: killed at once, nothing saved. When they
+    # straddle one, the first may have had a checkpoint saved: the last word says which.
+    assert "again: aborting without a checkpoint" in output or complete, output
+    assert ("run the same command again to resume" in output) == bool(complete), output
+    assert ("nothing will be resumed" in output) == (not complete), output

@@ -73,8 +73,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(write_config) -> None:
     assert f"resuming from checkpoint-{saved[-1]}" in log
     result = summary(output)
     assert result["steps"] == 300
-    # The resumed process never logged the steps before the checkpoint: it continued.
-    assert min(row["step"] for row in result["history"]) >= saved[-1]
+    # It continued from the checkpoint, and its curves keep their start: the history
+    # holds every logging step once, the ones before the checkpoint from the first run.
+    logged = [row["step"] for row in result["history"] if "loss" in row]
+    assert logged == sorted(set(logged)) and logged[0] < saved[-1]
+    assert set(range(10, 301, 10)) <= set(logged)
+    assert "<title>loss</title>" in (output / "report.html").read_text()
     state = json.loads(
         (output / "checkpoints" / "checkpoint-280" / "trainer_state.json").read_text()
     )
@@ -90,6 +94,9 @@ def test_sigterm_saves_a_checkpoint_then_the_rerun_finishes(write_config) -> Non
     assert code == EXIT_INTERRUPTED, log
     assert "saving a checkpoint and stopping" in log
     assert not (output / "model").exists()
+    # Its report is there already (a pipeline report links to it), with the curves so far.
+    report = (output / "report.html").read_text()
+    assert "Interrupted in" in report and "<title>loss</title>" in report
     resumed_from = max(
         int(p.name.split("-")[1]) for p in (output / "checkpoints").glob("checkpoint-*")
     )

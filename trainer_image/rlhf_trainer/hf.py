@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from .checkpointing import CheckpointSchedule, TimedCheckpointCallback
 from .lifecycle import Context, Interrupted, latest_checkpoint
+from .telemetry import HISTORY_FILE
 
 
 def training_arguments(
@@ -219,6 +220,11 @@ def train_resumably(context: Context, trainer: Any) -> Any:
     _remove_incomplete_checkpoints(context, checkpoint)
     if checkpoint is not None and context.is_main:
         print(f"rlhf-trainer: resuming from {checkpoint.name}", flush=True)
+    if context.is_main:  # the curves of a resumed run keep their start
+        context.telemetry.keep_history(
+            context.output_dir / HISTORY_FILE,
+            int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None,
+        )
     context.telemetry.set_state("training")
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     # The agreed answer, not this rank's own flag: a signal that lands after the last

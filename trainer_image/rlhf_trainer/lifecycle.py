@@ -247,6 +247,8 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
         return error.exit_code
     except Interrupted:
         print("rlhf-trainer: stopped after saving a checkpoint; rerun to resume", file=sys.stderr)
+        if telemetry is not None and context.is_main:  # the curves so far, at the same link
+            _report_interrupted(context, telemetry, round(time.time() - started, 1))
         return EXIT_INTERRUPTED
     except Exception as error:
         traceback.print_exc()
@@ -264,6 +266,23 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
         stop.uninstall()
         if telemetry is not None:
             telemetry.stop()
+
+
+def _report_interrupted(context: Context, telemetry: Telemetry, seconds: float) -> None:
+    """report.html with the curves so far; a report that cannot be written must not turn
+    a clean stop (retried) into a crash."""
+    from .report import write_report
+
+    interrupted = {
+        "phase": "Interrupted",
+        "seconds": seconds,
+        "steps": telemetry.step,
+        "note": "Stopped after saving a checkpoint: run it again to resume.",
+    }
+    try:
+        write_report(context.output_dir, context.config, interrupted, telemetry.history, {})
+    except Exception as error:
+        print(f"rlhf-trainer: no report for the interrupted run: {error}", file=sys.stderr)
 
 
 def publish_model(output_dir: Path, save: Callable[[Path], None]) -> Path:

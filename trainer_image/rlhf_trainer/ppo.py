@@ -17,6 +17,7 @@ from .data import load_splits, prompt_texts
 from .errors import ConfigError, DataError, load_failure
 from .lifecycle import Context, Interrupted, StageResult, publish_model, seed_everything
 from .models import load_causal_lm, load_classifier, load_tokenizer, resolve
+from .telemetry import HISTORY_FILE
 
 # End-of-turn tokens of the chat templates of common families (Llama-3, Qwen/ChatML, Gemma,
 # Phi-3): a chat model ends its answer with one of these, not necessarily with its EOS.
@@ -91,6 +92,10 @@ def train(context: Context) -> StageResult:
     # The step train() resumes from: the counters count only this process's updates.
     resumed = latest_checkpoint(context.checkpoint_dir)
     start_step = int(resumed.name.removeprefix(CHECKPOINT_PREFIX)) if resumed else 0
+    if context.is_main:  # the curves of a resumed run keep their start
+        context.telemetry.keep_history(
+            context.output_dir / HISTORY_FILE, start_step if resumed else None
+        )
     context.telemetry.start_counting(start_step, episodes_seen=start_step * loop.global_batch_size)
     context.telemetry.record_step(start_step)
     context.telemetry.set_state("training")

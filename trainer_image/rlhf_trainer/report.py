@@ -1,29 +1,80 @@
-"""A self-contained report in the output folder: SVG curves and report.html."""
+"""The stage's report: one self-contained report.html in the output folder.
+
+The curves are inline SVG (no image files to lose when the page is mailed or attached),
+the page reads on a phone (viewport, charts that scale, tables that scroll), and every
+chart says what its axes measure. The same SVGs are also written to plots/ (listed in
+plots/index.json, in report order) for the pipeline report and for anyone embedding them.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .charts import line_chart
+from .charts import Series, chart
 
-# Figures worth a curve, in the order they are drawn; anything else logged is listed.
+PLOTS = "plots"
+PLOT_INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One chart: the logged figures it draws (name, legend) and its y axis."""
+
+    file: str
+    title: str
+    figures: tuple[tuple[str, str], ...]
+    unit: str
+    log_scale: bool = False
+    """Allow a log y axis (used when the figures span two orders of magnitude)."""
+
+
+LOSS = "loss"  # the y label is chosen per run by loss_unit()
 CURVES = (
-    ("loss", "training loss"),
-    ("eval_loss", "evaluation loss"),
-    ("learning_rate", "learning rate"),
-    ("eval_accuracy", "evaluation accuracy"),
-    ("eval_f1_macro", "evaluation macro F1"),
-    ("accuracy", "training pairwise accuracy"),
-    ("objective/scores", "reward-model score"),
-    ("objective/rlhf_reward", "RLHF reward (score - KL penalty)"),
-    ("objective/kl", "KL to the reference"),
-    ("policy/clipfrac_avg", "policy clip fraction"),
-    ("loss/value_avg", "value loss"),
-    ("tokens_per_second", "tokens per second"),
-    ("samples_per_second", "samples per second"),
+    Curve("loss", "loss", (("loss", "train"), ("eval_loss", "eval")), LOSS, log_scale=True),
+    Curve(
+        "learning_rate",
+        "learning rate",
+        (("learning_rate", "learning rate"), ("lr", "learning rate")),  # Trainer's, PPO's
+        "learning rate",
+    ),
+    Curve(
+        "accuracy",
+        "accuracy",
+        (("accuracy", "train (pairs)"), ("eval_accuracy", "eval")),
+        "fraction correct",
+    ),
+    Curve("eval_f1_macro", "evaluation macro F1", (("eval_f1_macro", "eval"),), "F1 (0 to 1)"),
+    Curve(
+        "objective_scores",
+        "reward",
+        (("objective/scores", "reward-model score"), ("objective/rlhf_reward", "minus KL penalty")),
+        "reward-model score",
+    ),
+    Curve("objective_kl", "KL to the reference", (("objective/kl", "KL"),), "KL (nats)"),
+    Curve(
+        "policy_clipfrac_avg",
+        "policy clip fraction",
+        (("policy/clipfrac_avg", "clipped"),),
+        "fraction of ratios clipped",
+    ),
+    Curve(
+        "ppo_losses",
+        "PPO losses",
+        (("loss/policy_avg", "policy"), ("loss/value_avg", "value")),
+        "loss",
+    ),
+    Curve("tokens_per_second", "tokens per second", (("tokens_per_second", "tokens"),), "tokens/s"),
+    Curve(
+        "samples_per_second",
+        "samples per second",
+        (("samples_per_second", "samples"),),
+        "samples/s",
+    ),
 )
 
 # Classification reports in StageResult.details, each drawn as its own block.
@@ -35,19 +86,79 @@ CLASSIFICATION_BLOCKS = (
     ),
 )
 
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:0 auto;padding:1em;"
+    "line-height:1.4}"
+    ".charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,420px),1fr));"
+    "gap:8px}"
+    "figure{margin:0}svg{width:100%;height:auto;display:block}"
+    ".scroll{overflow-x:auto}"
+    "table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+    "pre{white-space:pre-wrap;overflow-wrap:anywhere}"
+)
 
-def plot_curves(history: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]:
-    """One SVG per figure that was logged at least twice; returns (file name, title)."""
-    folder.mkdir(parents=True, exist_ok=True)
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A whole HTML document: nothing it shows lives in another file."""
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def loss_unit(history: list[dict[str, Any]], kind: str) -> str:
+    """PPO minimises its clipped objective; a reward model on ratings, the mean squared
+    error; everything else, a cross-entropy (tokens, classes, or preferred vs rejected)."""
+    if kind == "PPOJob":
+        return "policy + value loss"
+    if any("eval_mse" in row or "eval_spearman" in row for row in history):
+        return "mean squared error"
+    return "cross-entropy (nats)"
+
+
+def x_axis(kind: str) -> tuple[str, str]:
+    """The history column the curves run along, and its label: PPO against episodes."""
+    if kind == "PPOJob":
+        return "episode", "episodes (prompts answered)"
+    return "step", "optimizer step"
+
+
+def draw_curves(history: list[dict[str, Any]], kind: str) -> list[tuple[Curve, str]]:
+    """Every chart with a figure logged at least twice: (curve, SVG text), in report order."""
+    x_key, x_label = x_axis(kind)
     drawn = []
-    for key, title in CURVES:
-        points = [(row["step"], row[key]) for row in history if key in row]
-        if len(points) < 2:
+    for curve in CURVES:
+        series = [
+            Series(
+                legend, [(row[x_key], row[name]) for row in history if {x_key, name} <= set(row)]
+            )
+            for name, legend in curve.figures
+        ]
+        if not any(len(item.points) >= 2 for item in series):
             continue
-        name = key.replace("/", "_") + ".svg"
-        (folder / name).write_text(line_chart(points, title))
-        drawn.append((name, title))
+        series = [item for item in series if item.points]
+        unit = loss_unit(history, kind) if curve.unit == LOSS else curve.unit
+        if curve.file == "samples_per_second" and kind == "PPOJob":
+            unit = "episodes/s"
+        svg = chart(series, curve.title, x_label, unit, log_scale=curve.log_scale)
+        drawn.append((curve, svg))
     return drawn
+
+
+def write_plots(folder: Path, drawn: list[tuple[Curve, str]]) -> None:
+    """plots/NAME.svg for each chart and plots/index.json listing them in report order;
+    charts from an earlier run that this one did not draw are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.svg"):
+        old.unlink()
+    for curve, svg in drawn:
+        (folder / f"{curve.file}.svg").write_text(svg)
+    index = [{"file": f"{curve.file}.svg", "title": curve.title} for curve, _ in drawn]
+    (folder / PLOT_INDEX).write_text(json.dumps(index, indent=2))
 
 
 def write_report(
@@ -57,24 +168,32 @@ def write_report(
     history: list[dict[str, Any]],
     details: dict[str, Any],
 ) -> Path:
-    plots = plot_curves(history, output_dir / "plots")
     job = config.job
+    drawn = draw_curves(history, job.kind)
+    write_plots(output_dir / PLOTS, drawn)
     parts = [
         f"<h1>{html.escape(job.kind)} {html.escape(job.metadata.name)}</h1>",
-        f"<p>{html.escape(summary['phase'])} in {summary.get('seconds', '?')} s,"
-        f" {summary.get('steps', '?')} steps."
-        f" Key figure: <b>{html.escape(summary['keyMetric'])}</b></p>",
-        "<h2>Final figures</h2>",
-        _table(
-            ["figure", "value"],
-            [[name, f"{value:.6g}"] for name, value in sorted(summary["metrics"].items())],
-        ),
+        f"<p>{html.escape(headline(summary))}</p>",
     ]
-    if plots:
+    if summary.get("metrics"):
+        parts.append("<h2>Final figures</h2>")
+        parts.append(
+            _table(
+                ["figure", "value"],
+                [[name, f"{value:.6g}"] for name, value in sorted(summary["metrics"].items())],
+            )
+        )
+    if drawn:
         parts.append("<h2>Curves</h2>")
-        parts.extend(
-            f'<figure><img src="plots/{name}" alt="{html.escape(title)}"></figure>'
-            for name, title in plots
+        parts.append(
+            "<p>Faint: every logged value; solid: smoothed (an exponential moving average).</p>"
+            if any('class="smoothed"' in svg for _, svg in drawn)
+            else ""
+        )
+        parts.append(
+            "<div class='charts'>"
+            + "".join(f"<figure>{svg}</figure>" for _, svg in drawn)
+            + "</div>"
         )
     for key, heading in CLASSIFICATION_BLOCKS:
         if key not in details:
@@ -121,19 +240,20 @@ def write_report(
     parts.append(
         "<h2>Spec</h2><pre>" + html.escape(json.dumps(job.spec.to_manifest(), indent=2)) + "</pre>"
     )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(job.metadata.name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-        "table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "figure{display:inline-block;margin:4px}</style></head><body>"
-        + "\n".join(parts)
-        + "</body></html>"
-    )
     path = output_dir / "report.html"
-    path.write_text(page)
+    path.write_text(page(f"{job.kind} {job.metadata.name}", parts))
     return path
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """``Succeeded in 41.2 s, 300 steps. Key figure: eval_loss=1.23``"""
+    text = f"{summary.get('phase', '?')} in {summary.get('seconds', '?')} s"
+    text += f", {summary.get('steps', '?')} steps."
+    if summary.get("keyMetric"):
+        text += f" Key figure: {summary['keyMetric']}"
+    if summary.get("note"):
+        text += f" {summary['note']}"
+    return text
 
 
 def _table(header: list[Any], rows: list[list[Any]]) -> str:
@@ -142,4 +262,4 @@ def _table(header: list[Any], rows: list[list[Any]]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
         for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"

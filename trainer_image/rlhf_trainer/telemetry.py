@@ -64,6 +64,10 @@ CARRIED_ELSEWHERE = {
     "eps": "rlhf_training_samples_per_second",  # PPO's episodes per second
 }
 
+# The history of logged figures, one JSON row a line, kept in the output folder as it grows:
+# a resumed run reloads the rows up to its checkpoint, so its curves keep their start.
+HISTORY_FILE = "history.jsonl"
+
 # Running totals of work done -> the counter that counts them (its name without _total).
 COUNTERS: dict[str, tuple[str, str]] = {
     "steps": ("rlhf_training_steps", "Optimizer steps (PPO updates) taken by this process."),
@@ -94,6 +98,7 @@ class Telemetry:
         self.epoch: float | None = None
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
+        self._history_file: Path | None = None
         self.stage_state = "starting"
         self._recent: deque[tuple[float, int]] = deque(maxlen=20)
         # The running totals (tokens, samples, episodes) last seen, and when.
@@ -177,6 +182,19 @@ class Telemetry:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def keep_history(self, path: Path, resumed_step: int | None) -> None:
+        """Append every logged row to ``path`` from now on. A run resumed from the checkpoint
+        at ``resumed_step`` first takes back the rows logged up to that step (those after it
+        are trained again); a fresh run (None) starts the file anew."""
+        with self._lock:
+            earlier = []
+            if resumed_step is not None:
+                earlier = history_until(read_history(path), resumed_step)
+            self.history = [*earlier, *self.history]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(row) + "\n" for row in self.history))
+            self._history_file = path
 
     def set_total(self, total_steps: int) -> None:
         with self._lock:
@@ -268,7 +286,11 @@ class Telemetry:
         clean = {name: float(value) for name, value in metrics.items() if _is_number(value)}
         with self._lock:
             self.metrics.update(clean)
-            self.history.append({"step": self.step if step is None else step, **clean})
+            row = {"step": self.step if step is None else step, **clean}
+            self.history.append(row)
+            if self._history_file is not None:
+                with self._history_file.open("a") as file:
+                    file.write(json.dumps(row) + "\n")
             for name, value in clean.items():
                 if name.startswith("eval_") or name.startswith("eval/"):
                     self._eval_metric.labels(**self.labels, metric=name[5:]).set(value)
@@ -314,6 +336,28 @@ class Telemetry:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The rows of a history file; a line cut short by a kill is left out."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
+    return rows
+
+
+def history_until(rows: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """The rows logged up to (and at) ``step``: what a checkpoint at that step had seen."""
+    return [row for row in rows if row["step"] <= step]
 
 
 def write_summary(

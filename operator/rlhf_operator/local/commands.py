@@ -94,14 +94,7 @@ def _run_locked(
         say(out, f"\nreport: {report.resolve()}")
     last = outcomes[-1] if outcomes else None
     if stop.count or (last and last.status == "interrupted"):
-        resumable = last is not None and any((last.folder / "checkpoints").glob("checkpoint-*"))
-        say(
-            out,
-            "interrupted: run the same command again to resume from the checkpoint"
-            if resumable
-            else "interrupted before the first checkpoint: nothing will be resumed;"
-            " the same command starts the stage again",
-        )
+        say(out, interrupted_message(last))
         return stop.exit_code if stop.count else 130
     if last and last.status == "failed":
         say(
@@ -111,6 +104,22 @@ def _run_locked(
         )
         return 1
     return 0
+
+
+def interrupted_message(last: Outcome | None) -> str:
+    """What a stopped run leaves to do: resume from a checkpoint, or nothing to resume."""
+    if last is None:
+        return "interrupted before any stage started: nothing was trained"
+    name = label(key(last.job))
+    if last.status != "interrupted":
+        return f"interrupted after {name}: the same command carries on with the next stage"
+    steps = _checkpoint_steps(last.folder)
+    if steps:
+        return f"interrupted: run the same command again to resume {name} from step {steps[-1]}"
+    return (
+        f"interrupted before the first checkpoint of {name}: nothing will be resumed;"
+        " the same command starts it again"
+    )
 
 
 def _jobs_named(
@@ -216,10 +225,16 @@ def _stage_state(name: str, folder: Path, running: dict | None) -> tuple[str, st
 
 
 def _checkpoint_steps(folder: Path) -> list[int]:
+    """Steps of the complete checkpoints (both trainers write trainer_state.json last, or
+    rename the folder into place): a save cut short by a kill is not resumed from."""
     found = (
         (folder / "checkpoints").glob("checkpoint-*") if (folder / "checkpoints").is_dir() else []
     )
-    return sorted(int(p.name.split("-")[1]) for p in found if p.name.split("-")[1].isdigit())
+    return sorted(
+        int(p.name.split("-")[1])
+        for p in found
+        if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").exists()
+    )
 
 
 def _metrics_port(folder: Path) -> int:

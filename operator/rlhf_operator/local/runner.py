@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import shutil
 import signal
@@ -139,6 +140,8 @@ def run_job(
         file=out,
         flush=True,
     )
+    if stop.count:  # a press while this stage was being set up: do not start it at all
+        return Outcome(job, folder, "interrupted", 0.0, {})
     started = time.monotonic()
     with open(folder / "trainer.log", "a") as log:
         # Its own session, so a terminal's Ctrl-C or hang-up reaches only us and we ask the
@@ -152,7 +155,8 @@ def run_job(
             preexec_fn=_die_with_parent,
         )
         view = ProgressView(name, out, resuming=plan.action == "resume")
-        forwarded = stop.count
+        # Every press counts, also one that came after the check above: none is lost.
+        forwarded = 0
         while True:
             try:
                 code = process.wait(timeout=0.5)
@@ -160,16 +164,17 @@ def run_job(
             except subprocess.TimeoutExpired:
                 view.update(read_progress(port))
             if stop.count > forwarded:
-                forwarded = stop.count
-                if forwarded == 1:
+                if forwarded == 0 and stop.count == 1:
                     say(
                         out,
                         f"\n{name}: {stop.name}: stopping after a checkpoint"
                         " (press Ctrl-C again to abort)",
                     )
                     process.send_signal(signal.SIGTERM)
-                else:
-                    process.kill()
+                else:  # a second press, or two at once: stop now
+                    say(out, f"\n{name}: {stop.name} again: aborting without a checkpoint")
+                    _kill_group(process)
+                forwarded = stop.count
         view.finish(succeeded=code == 0)
     seconds = time.monotonic() - started
     summary = read_summary(folder)
@@ -180,6 +185,14 @@ def run_job(
     write_outcome(folder, status, code, message)
     summary = summary or {"error": message}
     return Outcome(job, folder, status, seconds, summary, code)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the trainer and whatever it started (torchrun's workers): its own session."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        process.kill()
 
 
 def _die_with_parent() -> None:
@@ -268,6 +281,7 @@ class ProgressView:
     """
 
     WIDTH = 20
+    MIN_WIDTH = 10
     COLUMNS = 79
 
     def __init__(self, name: str, out: IO[str], resuming: bool = False) -> None:
@@ -296,10 +310,13 @@ class ProgressView:
 
     def _draw(self, step: int, total: int, eta: float | None) -> None:
         fraction = min(1.0, step / total)
-        filled = int(self.WIDTH * fraction)
-        line = format_progress(self.name, filled, self.WIDTH, fraction, step, total, eta)
-        if self.figure and len(line) + 2 + len(self.figure) <= self.COLUMNS:
-            line += f"  {self.figure}"
+        line = self._line(self.WIDTH, fraction, step, total, eta)
+        if self.figure:
+            # Room for the loss or reward: a shorter bar, down to MIN_WIDTH; else left out.
+            excess = len(line) + 2 + len(self.figure) - self.COLUMNS
+            width = self.WIDTH - max(0, excess)
+            if width >= self.MIN_WIDTH:
+                line = self._line(width, fraction, step, total, eta) + f"  {self.figure}"
         line = line[: self.COLUMNS]
         if self.tty:
             self.out.write("\r" + line.ljust(self.COLUMNS))
@@ -308,6 +325,10 @@ class ProgressView:
         elif int(fraction * 10) > self.last_tenth:
             self.last_tenth = int(fraction * 10)
             self._print(line)
+
+    def _line(self, width: int, fraction: float, step: int, total: int, eta: float | None) -> str:
+        filled = int(width * fraction)
+        return format_progress(self.name, filled, width, fraction, step, total, eta)
 
     def _print(self, text: str) -> None:
         if self.drawn:
@@ -332,7 +353,9 @@ def format_progress(
 ) -> str:
     """``SFTJob/demo  ########............  40% 120/300  ETA 0:01:05``"""
     bar = "#" * filled + "." * (width - filled)
-    text = f"{name[:24]:24} {bar} {fraction:4.0%} {step}/{total}"
+    # Rounded down, as the bar is: 99.99 % is not done, and only the end shows 100 %.
+    percent = math.floor(100 * fraction + 1e-9)
+    text = f"{name[:24]:24} {bar} {percent:3d}% {step}/{total}"
     if eta is not None:
         text += f"  ETA {format_duration(eta)}"
     return text

@@ -1,4 +1,5 @@
-"""The end of a local run: a summary table on the terminal and one HTML report."""
+"""The end of a local run: a summary table on the terminal and one self-contained HTML
+report (the stages' curves inline), whose times are the ones the stage reports give."""
 
 from __future__ import annotations
 
@@ -56,19 +57,33 @@ def key_figures(outcome: Outcome) -> str:
     return outcome.summary.get("keyMetric", "") or ""
 
 
-def table(outcomes: list[Outcome]) -> str:
-    rows = [("stage", "job", "status", "wall time", "key figures")]
-    for outcome in outcomes:
-        seconds = outcome.seconds or float(outcome.summary.get("seconds") or 0)
-        rows.append(
-            (
-                kind_info(outcome.job).stage,
-                label(key(outcome.job)),
-                outcome.status,
-                f"{seconds:.1f} s",
-                key_figures(outcome),
-            )
+def stage_seconds(outcome: Outcome) -> float:
+    """The stage's time as its own report gives it (the trainer's measure, also for a
+    stage skipped as finished); the time we waited for it when it wrote none."""
+    reported = outcome.summary.get("seconds")
+    if outcome.status in ("succeeded", "skipped") and isinstance(reported, (int, float)):
+        return float(reported)
+    return outcome.seconds
+
+
+def table_rows(outcomes: list[Outcome]) -> list[tuple[str, str, str, str, str]]:
+    return [
+        (
+            kind_info(outcome.job).stage,
+            label(key(outcome.job)),
+            outcome.status,
+            f"{stage_seconds(outcome):.1f} s",
+            key_figures(outcome),
         )
+        for outcome in outcomes
+    ]
+
+
+HEADER = ("stage", "job", "status", "time", "key figures")
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [HEADER, *table_rows(outcomes)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -78,31 +93,84 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:0 auto;padding:1em;"
+    "line-height:1.4}"
+    ".charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));"
+    "gap:8px}"
+    "figure{margin:0}svg{width:100%;height:auto;display:block}"
+    ".scroll{overflow-x:auto}"
+    "table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+)
+
+
 def write_report(workdir: Path, outcomes: list[Outcome]) -> Path:
-    """workdir/report.html: every stage's figures, curves and sample generations."""
-    parts = ["<h1>RLHF pipeline</h1>", "<pre>" + html.escape(table(outcomes)) + "</pre>"]
+    """workdir/report.html: every stage's figures, curves and sample generations, in one
+    file (the curves are inline SVG), with links to each stage's own report."""
+    parts = ["<h1>RLHF pipeline</h1>", _html_table([HEADER, *table_rows(outcomes)])]
     for outcome in outcomes:
         folder = outcome.folder.name
         parts.append(f"<h2 id='{html.escape(folder)}'>{html.escape(label(key(outcome.job)))}</h2>")
+        said = [f"{outcome.status} in {stage_seconds(outcome):.1f} s", key_figures(outcome)]
         parts.append(
-            f"<p>{html.escape(key_figures(outcome))} &middot;"
-            f" <a href='{folder}/report.html'>stage report</a></p>"
+            "<p>"
+            + " &middot; ".join(html.escape(text) for text in said if text)
+            + _links(outcome)
+            + "</p>"
         )
-        for plot in sorted((outcome.folder / "plots").glob("*.svg")):
-            parts.append(
-                f"<img src='{folder}/plots/{plot.name}' alt='{html.escape(plot.stem)}' width='360'>"
-            )
+        charts = _charts(outcome.folder / "plots")
+        if charts:
+            parts.append(f"<div class='charts'>{''.join(charts)}</div>")
         parts.append(_samples(outcome))
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>RLHF pipeline</title>"
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
-        "table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "</style></head><body>" + "\n".join(parts) + "</body></html>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>RLHF pipeline</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
     )
     path = workdir / "report.html"
     path.write_text(page)
     return path
+
+
+def _links(outcome: Outcome) -> str:
+    """Links to what the stage left: its report (a finished or interrupted stage writes
+    one) and, unless it succeeded, its log. Never a link to a file that is not there."""
+    folder = outcome.folder.name
+    links = []
+    if (outcome.folder / "report.html").exists():
+        links.append(f"<a href='{html.escape(folder)}/report.html'>stage report</a>")
+    if outcome.status not in ("succeeded", "skipped") and (outcome.folder / "trainer.log").exists():
+        links.append(f"<a href='{html.escape(folder)}/trainer.log'>trainer log</a>")
+    return "".join(f" &middot; {link}" for link in links)
+
+
+def _charts(plots: Path) -> list[str]:
+    """The stage's SVG curves, in its report's order (plots/index.json), to inline."""
+    try:
+        names = [entry["file"] for entry in json.loads((plots / "index.json").read_text())]
+    except (OSError, ValueError, KeyError, TypeError):
+        names = sorted(path.name for path in plots.glob("*.svg"))
+    charts = []
+    for name in names:
+        try:
+            svg = (plots / Path(name).name).read_text()
+        except OSError:
+            continue
+        if svg.lstrip().startswith("<svg"):
+            charts.append(f"<figure>{svg}</figure>")
+    return charts
+
+
+def _html_table(rows: list[tuple[str, ...]]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in rows[1:]
+    )
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _samples(outcome: Outcome) -> str:
@@ -133,4 +201,4 @@ def _samples(outcome: Outcome) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in cells
     )
-    return f"<h3>{title}</h3><table><tr>{head}</tr>{body}</table>"
+    return f"<h3>{title}</h3><div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
