@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -165,14 +166,21 @@ def _crds(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(arguments: argparse.Namespace) -> int:
+def _load_or_report(files: list[Path]) -> list[Any] | None:
+    """The jobs in the files, or None after printing every problem (exit code 2)."""
     from .api import ManifestError
     from .manifests import load_jobs
 
     try:
-        jobs = load_jobs(arguments.files)
+        return load_jobs(files)
     except ManifestError as error:
         report_manifest_error(error)
+        return None
+
+
+def _validate(arguments: argparse.Namespace) -> int:
+    jobs = _load_or_report(arguments.files)
+    if jobs is None:
         return 2
     for job in jobs:
         print(f"{job.kind}/{job.metadata.name}: valid")  # type: ignore[attr-defined]
@@ -189,14 +197,10 @@ def report_manifest_error(error: Exception) -> None:
 def _render(arguments: argparse.Namespace) -> int:
     import json
 
-    from .api import ManifestError
-    from .manifests import load_jobs
     from .render import rendered_configs
 
-    try:
-        jobs = load_jobs(arguments.files)
-    except ManifestError as error:
-        report_manifest_error(error)
+    jobs = _load_or_report(arguments.files)
+    if jobs is None:
         return 2
     for name, config in rendered_configs(jobs).items():
         text = json.dumps(config, indent=2, sort_keys=True)
