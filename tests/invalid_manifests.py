@@ -237,6 +237,13 @@ CASES = [
         "fsdp and deepspeed need GPUs",
     ),
     InvalidCase(
+        "tracker-twice",
+        "RewardModelJob",
+        {"spec.trackers": ["tensorboard", "tensorboard"]},
+        "spec.trackers",
+        "name each tracker once",
+    ),
+    InvalidCase(
         "ppo-with-fsdp",
         "PPOJob",
         {"spec.distributed": {"strategy": "fsdp"}},

@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 from .checkpointing import CheckpointSchedule, TimedCheckpointCallback
 from .lifecycle import Context, Interrupted, latest_checkpoint
 from .telemetry import HISTORY_FILE
+from .trackers import report_to
 
 
 def training_arguments(
@@ -48,7 +49,7 @@ def training_arguments(
         "save_total_limit": run_policy.checkpoints_to_keep,
         "seed": training.seed,
         "data_seed": training.seed,
-        "report_to": "none",
+        "report_to": report_to(context.spec.trackers, context.output_dir),
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "use_cpu": context.device == "cpu",

@@ -18,6 +18,7 @@ from .errors import ConfigError, DataError, load_failure
 from .lifecycle import Context, Interrupted, StageResult, publish_model, seed_everything
 from .models import load_causal_lm, load_classifier, load_tokenizer, resolve
 from .telemetry import HISTORY_FILE
+from .trackers import TrackerLog
 
 # End-of-turn tokens of the chat templates of common families (Llama-3, Qwen/ChatML, Gemma,
 # Phi-3): a chat model ends its answer with one of these, not necessarily with its EOS.
@@ -57,7 +58,20 @@ def train(context: Context) -> StageResult:
 
     hyperparameters = hyperparameters_for(spec)
 
+    tracked = (
+        TrackerLog(
+            list(spec.trackers),
+            context.output_dir,
+            config.job.metadata.name,
+            config.job.spec.to_manifest(),
+        )
+        if spec.trackers and context.is_main
+        else None
+    )
+
     def on_log(step: int, total: int, metrics: dict[str, float]) -> None:
+        if tracked is not None:
+            tracked.log(metrics, step)
         context.telemetry.record_step(step)
         context.telemetry.record_episodes(metrics["episode"])
         context.telemetry.record_metrics(
@@ -122,6 +136,11 @@ def train(context: Context) -> StageResult:
     metrics = {name: float(value) for name, value in last.items()}
     metrics.update({name: float(value) for name, value in evaluation.items()})
     context.telemetry.record_metrics(evaluation)
+    if tracked is not None:
+        tracked.log(
+            {k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)}, loop.step
+        )
+        tracked.close()
 
     context.telemetry.set_state("saving")
     if context.is_main:

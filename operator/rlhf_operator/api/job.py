@@ -27,6 +27,13 @@ MULTI_NODE_NEEDS_SHARED_OUTPUT = Rule(
     field="output.accessModes",
 )
 
+TRACKERS_ONCE_EACH = Rule(
+    cel="self.trackers.all(t, self.trackers.filter(u, u == t).size() == 1)",
+    check=lambda spec: len(set(spec.trackers)) == len(spec.trackers),
+    message="trackers: name each tracker once",
+    field="trackers",
+)
+
 SHARDING_NEEDS_GPUS = Rule(
     cel="self.distributed.strategy == 'ddp' || self.resources.gpusPerNode > 0",
     check=lambda spec: spec.distributed.strategy == "ddp" or spec.resources.gpus_per_node > 0,
@@ -77,7 +84,11 @@ def immutable_field_rules(spec_model: type[ApiModel]) -> list[dict[str, str]]:
 class JobSpec(ApiModel):
     """Fields every kind shares. Subclasses add the stage's model, data and settings."""
 
-    rules: ClassVar[tuple[Rule, ...]] = (MULTI_NODE_NEEDS_SHARED_OUTPUT, SHARDING_NEEDS_GPUS)
+    rules: ClassVar[tuple[Rule, ...]] = (
+        MULTI_NODE_NEEDS_SHARED_OUTPUT,
+        SHARDING_NEEDS_GPUS,
+        TRACKERS_ONCE_EACH,
+    )
 
     image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     """Trainer image; the operator's default (a Helm value) when unset."""
@@ -95,3 +106,11 @@ class JobSpec(ApiModel):
     """Kueue LocalQueue: the Job is created suspended and admitted by Kueue."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra environment variables for the training container (e.g. HF_ENDPOINT)."""
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, max_length=3
+    )
+    """Experiment trackers the trainer logs every figure to (none by default).
+    "tensorboard": event files in the output folder's tensorboard/ (point TensorBoard at the
+    claim); "mlflow": the server in MLFLOW_TRACKING_URI (and MLFLOW_EXPERIMENT_NAME);
+    "wandb": Weights & Biases with WANDB_API_KEY (and WANDB_PROJECT). Set those in env,
+    secrets with valueFrom; the trainer image must hold the tracker's package."""

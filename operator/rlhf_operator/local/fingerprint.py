@@ -23,7 +23,15 @@ from typing import Any
 from ..api import TrainingJob
 
 FINGERPRINT_FILE = "fingerprint.json"
-HOW_IT_RUNS = ("runPolicy", "resources", "output", "image", "queueName", "distributed")
+HOW_IT_RUNS = (
+    "runPolicy",
+    "resources",
+    "output",
+    "image",
+    "queueName",
+    "distributed",
+    "trackers",
+)
 
 
 def determining_spec(job: TrainingJob) -> dict[str, Any]:
