@@ -49,7 +49,9 @@ def training_arguments(
         "save_total_limit": run_policy.checkpoints_to_keep,
         "seed": training.seed,
         "data_seed": training.seed,
-        "report_to": report_to(context.spec.trackers, context.output_dir),
+        "report_to": report_to(context.spec.trackers, context.output_dir)
+        if context.spec.trackers
+        else "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "use_cpu": context.device == "cpu",
