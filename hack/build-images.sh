@@ -15,6 +15,7 @@
 # Each of the last three is exported for `ctr -n k8s.io images import` as
 #   ${RLHF_CACHE:-$HOME/.cache/rlhf-operator}/images/NAME.tar   (docker-archive, one image)
 #   ${RLHF_CACHE:-$HOME/.cache/rlhf-operator}/images/NAME.id    (its image id, sha256:...)
+#   ${RLHF_CACHE:-$HOME/.cache/rlhf-operator}/images/NAME.ref   (its name, as above)
 # with NAME = operator, trainer, pause; tests/harness/images.py loads them into containerd.
 #
 # Everything is cached: buildah's storage lives in $RLHF_CACHE/containers (overlay driver),
@@ -66,7 +67,7 @@ force=0
 for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
-    -h|--help) sed -n '2,43p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "build-images.sh: unknown argument: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -179,13 +180,15 @@ fi
 export_image() {
   local name="$1" image="$2" id archive="$OUT/$1.tar"
   id="$(image_id "$image")"
-  if [[ -f "$archive" && "$(cat "$OUT/$name.id" 2>/dev/null)" == "$id" ]]; then
+  if [[ -f "$archive" && "$(cat "$OUT/$name.id" 2>/dev/null)" == "$id" \
+        && "$(cat "$OUT/$name.ref" 2>/dev/null)" == "$image" ]]; then
     return
   fi
   step "export $image -> $archive"
-  rm -f "$archive" "$OUT/$name.id"
+  rm -f "$archive" "$OUT/$name.id" "$OUT/$name.ref"
   buildah_ push --quiet "$image" "docker-archive:$archive.partial:$image" >/dev/null
   mv "$archive.partial" "$archive"
+  echo "$image" >"$OUT/$name.ref"
   echo "$id" >"$OUT/$name.id"
   done_step "$(du -h --apparent-size "$archive" | cut -f1)"
 }
