@@ -30,10 +30,14 @@
 #                                       image too (other layers follow from it)
 #
 # Needs root, buildah (>= 1.28), mmdebstrap, gcc with a static libc (libc6-dev), and
-# network access to deb.debian.org and PyPI. Environment:
+# network access to Debian's mirrors and PyPI. Environment:
 #   RLHF_CACHE                 cache root (default $HOME/.cache/rlhf-operator)
+#   RLHF_DEBIAN_MIRROR         a Debian mirror URI for mmdebstrap (default: its own, plus
+#                              the suite's -updates and -security)
 #   PIP_CACHE_DIR              the host's pip cache, mounted into the base build
-#                              (default $HOME/.cache/pip)
+#                              (default $HOME/.cache/pip; pip keeps downloads only where
+#                              the index's answers are cacheable, which a TLS-inspecting
+#                              proxy may prevent)
 #   RLHF_BUILDAH_DRIVER        containers/storage driver (default overlay; vfs works
 #                              anywhere but copies every layer)
 #   RLHF_BUILD_CA_BUNDLE       CA bundle mounted over the image's during RUN steps, so pip
@@ -52,7 +56,7 @@ CA_BUNDLE="${RLHF_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 
 # Debian bookworm = Python 3.11, the version the project supports and tests.
 DEBIAN_SUITE="bookworm"
-DEBIAN_MIRROR="http://deb.debian.org/debian"
+DEBIAN_MIRROR="${RLHF_DEBIAN_MIRROR:-}"
 DEBIAN_PACKAGES="python3,python3-venv,ca-certificates"
 TORCH_VERSION="2.15.0"
 
@@ -68,7 +72,7 @@ force=0
 for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
-    -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,46p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "build-images.sh: unknown argument: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,6 +94,9 @@ flock 9
 buildah_() {
   buildah --root "$STORE/storage" --runroot "$STORE/run" --storage-driver "$DRIVER" "$@"
 }
+
+# Working containers left by an interrupted run (the lock says none is running now).
+buildah_ rm --all >/dev/null
 
 have_image() { buildah_ inspect --type image "$1" >/dev/null 2>&1; }
 
@@ -116,20 +123,18 @@ done_step() { echo "build-images.sh:   $* ($((SECONDS - step_started)) s)"; }
 
 # -- Debian root filesystem. mmdebstrap's output is not byte-reproducible, so the image
 # is made once per set of inputs (its tag carries their hash) and kept.
-rootfs_inputs="$DEBIAN_SUITE $DEBIAN_MIRROR $DEBIAN_PACKAGES minbase nodocs"
+rootfs_inputs="$DEBIAN_SUITE ${DEBIAN_MIRROR:-default-mirrors} $DEBIAN_PACKAGES minbase nodocs"
 ROOTFS_IMAGE="localhost/rlhf-operator/debian-rootfs:$DEBIAN_SUITE-$(echo "$rootfs_inputs" | sha256sum | cut -c1-12)"
 if (( force )) || ! have_image "$ROOTFS_IMAGE"; then
   step "mmdebstrap $DEBIAN_SUITE ($DEBIAN_PACKAGES) -> $ROOTFS_IMAGE"
   tarball="$OUT/rootfs.partial.tar"
+  rm -f "$tarball"
   mmdebstrap --quiet --format=tar --variant=minbase --include="$DEBIAN_PACKAGES" \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
-    "$DEBIAN_SUITE" "$tarball" \
-    "deb $DEBIAN_MIRROR $DEBIAN_SUITE main" \
-    "deb $DEBIAN_MIRROR $DEBIAN_SUITE-updates main" \
-    "deb ${DEBIAN_MIRROR%/debian}/debian-security $DEBIAN_SUITE-security main"
+    "$DEBIAN_SUITE" "$tarball" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"}
   container="$(buildah_ from scratch)"
   buildah_ add --quiet "$container" "$tarball" / >/dev/null
   buildah_ config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -186,7 +191,7 @@ export_image() {
     return
   fi
   step "export $image -> $archive"
-  rm -f "$archive" "$OUT/$name.id" "$OUT/$name.ref"
+  rm -f "$archive" "$archive.partial" "$OUT/$name.id" "$OUT/$name.ref"
   buildah_ push --quiet "$image" "docker-archive:$archive.partial:$image" >/dev/null
   mv "$archive.partial" "$archive"
   echo "$image" >"$OUT/$name.ref"
