@@ -2,7 +2,13 @@
 # the chart's default name (helm values image.repository / image.tag; see README.md,
 # "Install on a cluster", to push it to your own registry):
 #   docker build -t ghcr.io/rlhf-operator/operator:0.1.0 .
-FROM python:3.11.11-slim-bookworm
+# BASE_IMAGE is any image with Python 3.11+ whose `pip` installs for root and that has
+# `useradd`. The tests build this file with buildah on a CPU base made from Debian packages
+# (hack/build-images.sh; tests/harness/images.py loads the result into the test node):
+#   buildah bud --layers -t ghcr.io/rlhf-operator/operator:0.1.0 \
+#     --build-arg BASE_IMAGE=localhost/rlhf-operator/cpu-base:python3.11-bookworm .
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
