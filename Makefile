@@ -8,10 +8,10 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools node-tools node-packages prometheus test test-unit test-cluster test-trainer test-local lint crds demo clean
+.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-trainer test-local lint crds demo clean
 
-## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane and node for tests
-setup: setup-python kube-tools node-tools node-packages prometheus
+## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane, node and images for tests
+setup: setup-python kube-tools node-tools node-packages images prometheus
 
 prometheus:
 	bash hack/install-prometheus.sh
@@ -37,6 +37,10 @@ node-tools:
 ## node-packages: the node's Debian packages (containerd, runc, CNI plugins, buildah, ...); root installs them
 node-packages:
 	bash hack/install-node-packages.sh
+
+## images: the operator and trainer images from our Dockerfiles on CPU bases (buildah; cached, seconds when warm)
+images: node-packages
+	bash hack/build-images.sh
 
 ## test: set up from nothing and run every test
 test: setup

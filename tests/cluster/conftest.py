@@ -35,29 +35,3 @@ def wait_established(cluster, names: Iterable[str]) -> None:  # type: ignore[no-
             return
         time.sleep(0.25)
     raise AssertionError(f"CRDs not established: {result.stderr if result else ''}")
-
-
-@pytest.fixture
-def pipeline(crds_installed, namespace, tmp_path):  # type: ignore[no-untyped-def]
-    """The operator (admin credentials) and the test executor, scoped to one namespace."""
-    from harness.executor import PodExecutor
-    from harness.pipeline import OperatorProcess, Pipeline, free_port
-
-    trainer_port = free_port()
-    executor = PodExecutor(
-        crds_installed,
-        tmp_path / "volumes",
-        namespace=namespace,
-        label_selector="app.kubernetes.io/managed-by=rlhf-operator",
-        max_parallel=1,
-        expose_paths=[ROOT],  # the code, as an image would hold it
-    )
-    executor.start()
-    operator = OperatorProcess(
-        crds_installed.admin_kubeconfig, namespace, tmp_path / "operator.log", trainer_port
-    ).start()
-    try:
-        yield Pipeline(crds_installed, namespace, executor, operator, tmp_path)
-    finally:
-        operator.stop()
-        executor.stop()

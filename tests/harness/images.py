@@ -165,3 +165,17 @@ def load_images(
         runtime.import_archive(archive)
         imported.append(archive.name)
     return imported
+
+
+def missing_images() -> list[str]:
+    """Why the images can't be loaded (empty when every archive is built)."""
+    try:
+        built_images()
+    except FileNotFoundError as error:
+        return [str(error)]
+    return []
+
+
+def reference(name: str) -> str:
+    """The image name (as pods refer to it) of ``operator``, ``trainer`` or ``pause``."""
+    return built_images()[name].reference

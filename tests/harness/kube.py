@@ -1,10 +1,11 @@
-"""A real Kubernetes control plane for tests, on 127.0.0.1 only.
+"""A real Kubernetes control plane for tests, on 127.0.0.1 only (or in a network namespace).
 
 etcd + kube-apiserver + kube-controller-manager, built from source by
 ``hack/build-kube.sh``, plus the real ``kubectl`` and ``helm`` fetched by
-``hack/fetch-kube-tools.sh``. There is no kubelet and no scheduler: Pods that a
-controller creates (for example for a Job) stay Pending, which is what the
-operator's cluster tests need.
+``hack/fetch-kube-tools.sh``. On its own it has no kubelet and no scheduler: Pods that a
+controller creates (for example for a Job) stay Pending, which is what the apiserver-only
+tests need. ``tests/harness/node.py`` starts it inside a network namespace of the test's
+own (``network=``) and adds a real node: scheduler, kubelet, containerd, CNI, DNS, storage.
 
 Usage::
 
@@ -35,9 +36,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .netns import NetworkNamespace
 
 KUBE_VERSION = "v1.35.4"
 
@@ -74,7 +78,9 @@ CONTROLLERS = (
     "persistentvolume-protection-controller",
 )
 
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # configuration only: nothing is ever contacted
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # kube-proxy serves it on the real node (node.py)
+# With a real node, the node-lifecycle controller removes the kubelet's not-ready taint.
+NODE_CONTROLLERS = ("node-lifecycle-controller",)
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 _STOP_GRACE_SECONDS = 5.0
@@ -221,7 +227,13 @@ class KubeCluster:
         keep_dir: bool | None = None,
         extra_apiserver_args: Sequence[str] = (),
         die_with_parent: bool = True,
+        network: NetworkNamespace | None = None,
+        users: Mapping[str, str] = {},
     ) -> None:
+        """``network``: run inside this network namespace, serving on its inside address
+        (a real node joins it: tests/harness/node.py). ``users``: extra token users,
+        name -> comma-separated groups (the node's components), for ``kubeconfig_for_user``.
+        """
         self.binaries = Path(binaries) if binaries else binaries_dir()
         self.tools = Path(tools) if tools else tools_dir()
         self.start_timeout = start_timeout
@@ -233,6 +245,10 @@ class KubeCluster:
         # turn it off when starting a cluster from a short-lived thread.
         self.die_with_parent = die_with_parent
         self._pdeathsig = die_with_parent and sys.platform == "linux"
+        self.network = network
+        self._user_tokens = {
+            user: (secrets.token_hex(24), groups) for user, groups in users.items()
+        }
 
         self.dir: Path | None = None
         self.log_dir: Path | None = None
@@ -352,6 +368,25 @@ class KubeCluster:
         cmd = [str(self.tools / "helm"), f"--kubeconfig={kubeconfig or self.admin_kubeconfig}"]
         return self._run(cmd + [str(a) for a in args], check=check, input=input, timeout=timeout)
 
+    def kubeconfig_for_user(self, user: str) -> Path:
+        """A token kubeconfig for one of the ``users`` given to the constructor."""
+        token, _ = self._user_tokens[user]
+        folder = self._require(self.dir, "dir") / "kubeconfigs"
+        path = folder / f"{user.replace(':', '-')}.kubeconfig"
+        return write_kubeconfig(
+            path, server=self.server, ca_data=self.ca_file.read_bytes(), token=token, user=user
+        )
+
+    def spawn(self, name: str, cmd: list[str], env: Mapping[str, str] | None = None) -> None:
+        """Start another process of the cluster's (inside its network namespace, if any),
+        logged to ``log_dir/name.log``, stopped by ``stop()`` in reverse start order."""
+        with self._lock:
+            self._spawn(name, cmd, env)
+
+    def check_alive(self) -> None:
+        """Raise KubeClusterError when a process of the cluster has exited."""
+        self._check_alive()
+
     def kubeconfig_for_service_account(
         self,
         namespace: str,
@@ -400,6 +435,19 @@ class KubeCluster:
         )
         return self._http(req, timeout=timeout)
 
+    def api_post(self, path: str, body: Any, *, timeout: float = 10.0) -> tuple[int, str]:
+        """POST ``body`` (JSON) to ``path`` as admin: (HTTP status, body)."""
+        req = urllib.request.Request(
+            self.server + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.admin_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        return self._http(req, timeout=timeout)
+
     def logs(self, lines: int = 40, *, first: str | None = None) -> str:
         """The last lines of each process's log (``first``'s first), for error messages."""
         if self.log_dir is None:
@@ -423,10 +471,15 @@ class KubeCluster:
         d = self._require(self.dir, "dir")
         self.log_dir = d / "logs"
         self.log_dir.mkdir()
-        etcd_client, etcd_peer, api_port, kcm_port = _free_ports(4)
+        if self.network is None:
+            etcd_client, etcd_peer, api_port, kcm_port = _free_ports(4)
+            host = bind = "127.0.0.1"
+        else:  # a namespace of our own: every port is free
+            etcd_client, etcd_peer, api_port, kcm_port = 2379, 2380, 6443, 10257
+            host, bind = self.network.inside_address, "0.0.0.0"
 
         # -- etcd
-        self._etcd_url = f"http://127.0.0.1:{etcd_client}"
+        self._etcd_url = f"http://{host}:{etcd_client}"
         peer_url = f"http://127.0.0.1:{etcd_peer}"
         self._spawn(
             "etcd",
@@ -454,6 +507,10 @@ class KubeCluster:
         token_file.write_text(
             f'{self._admin_token},admin,admin-uid,"system:masters"\n'
             f'{kcm_token},system:kube-controller-manager,kcm-uid,"system:masters"\n'
+            + "".join(
+                f'{token},{user},{user}-uid,"{groups}"\n'
+                for user, (token, groups) in self._user_tokens.items()
+            )
         )
         token_file.chmod(0o600)
 
@@ -465,14 +522,14 @@ class KubeCluster:
 
         # -- kube-apiserver
         cert_dir = d / "apiserver-certs"
-        self._server = f"https://127.0.0.1:{api_port}"
+        self._server = f"https://{host}:{api_port}"
         self._spawn(
             "kube-apiserver",
             [
                 str(self.binaries / "kube-apiserver"),
                 f"--etcd-servers={self._etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={bind}",
+                f"--advertise-address={host}",
                 f"--secure-port={api_port}",
                 f"--cert-dir={cert_dir}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
@@ -482,16 +539,18 @@ class KubeCluster:
                 "--authorization-mode=Node,RBAC",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
-                # The default (lease) reconciler would publish 127.0.0.1 as the endpoint of
-                # Service default/kubernetes, which validation rejects (loopback) every 10s.
-                # Nothing in this cluster runs pods that would call the apiserver anyway.
-                "--endpoint-reconciler-type=none",
+                # Without a node, the default (lease) reconciler would publish 127.0.0.1 as
+                # the endpoint of Service default/kubernetes, which validation rejects
+                # (loopback) every 10s. With one, pods reach the apiserver through it.
+                *(["--endpoint-reconciler-type=none"] if self.network is None else []),
+                # Reach kubelets (logs, exec) at their node IP: node names don't resolve here.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--profiling=false",
                 *self.extra_apiserver_args,
             ],
         )
         # --cert-dir: with no --tls-cert-file the apiserver makes a CA and a serving
-        # cert for 127.0.0.1 and writes apiserver.crt (serving cert + CA), then .key.
+        # cert for the advertised address and writes apiserver.crt (serving cert + CA), then .key.
         crt, key = cert_dir / "apiserver.crt", cert_dir / "apiserver.key"
         self._wait("apiserver serving certificate", lambda: crt.exists() and key.exists(), deadline)
         self._ca_file = crt
@@ -537,7 +596,7 @@ class KubeCluster:
                 f"--cert-dir={d / 'kcm-certs'}",
                 "--leader-elect=false",
                 "--use-service-account-credentials=false",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(self._controllers())}",
                 f"--service-account-private-key-file={sa_key}",
                 f"--root-ca-file={crt}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
@@ -549,13 +608,23 @@ class KubeCluster:
         )
         self.startup_seconds = time.monotonic() - t0
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
+    def _controllers(self) -> tuple[str, ...]:
+        return CONTROLLERS + (NODE_CONTROLLERS if self.network is not None else ())
+
+    def _preexec(self) -> None:  # pragma: no cover - runs in the child after fork
+        if self.network is not None:
+            self.network.enter()
+        if self._pdeathsig:
+            _die_with_parent()
+
+    def _spawn(self, name: str, cmd: list[str], extra_env: Mapping[str, str] | None = None) -> None:
         assert self.log_dir is not None
         log = open(self.log_dir / f"{name}.log", "ab")
         self._logs[name] = log
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
         env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "ETCDCTL_API")}
+        env.update(extra_env or {})
         self._procs[name] = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -564,7 +633,7 @@ class KubeCluster:
             cwd=self.dir,
             env=env,
             start_new_session=True,  # own process group: stop() signals the whole group
-            preexec_fn=_die_with_parent if self._pdeathsig else None,
+            preexec_fn=self._preexec if (self._pdeathsig or self.network) else None,
         )
 
     def _check_alive(self) -> None:

@@ -1,4 +1,5 @@
-"""Driving the operator in tests: a real `rlhf operator` subprocess, kubectl, the executor."""
+"""Driving the operator in tests: a real `rlhf operator` subprocess, kubectl, and the pods it
+makes, which a real kubelet runs in real containers (tests/harness/node.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,19 @@ from pathlib import Path
 class OperatorProcess:
     """`rlhf operator` as a real subprocess against the test apiserver."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path, trainer_port: int) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log: Path,
+        trainer_port: int = 9090,
+        trainer_image: str = "rlhf-trainer:test",
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log = log
         self.trainer_port = trainer_port
+        self.trainer_image = trainer_image
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -30,7 +39,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "RLHF_RECHECK_SECONDS": "1",
             "RLHF_TRAINER_METRICS_PORT": str(self.trainer_port),
-            "RLHF_TRAINER_IMAGE": "rlhf-trainer:test",
+            "RLHF_TRAINER_IMAGE": self.trainer_image,
             "RLHF_PEERING_LIFETIME_SECONDS": "4",
             "RLHF_TRAINER_METRICS_LINGER_SECONDS": os.environ.get(
                 "RLHF_TRAINER_METRICS_LINGER_SECONDS", "0"
@@ -80,12 +89,12 @@ def free_port() -> int:
 
 
 class Pipeline:
-    """What a pipeline test drives: kubectl, the executor, the operator."""
+    """What a pipeline test drives: kubectl, the operator, and the real node's pods."""
 
-    def __init__(self, cluster, namespace, executor, operator, folder) -> None:  # type: ignore[no-untyped-def]
-        self.cluster = cluster
+    def __init__(self, node, namespace, operator, folder) -> None:  # type: ignore[no-untyped-def]
+        self.node = node
+        self.cluster = node.kube
         self.namespace = namespace
-        self.executor = executor
         self.operator = operator
         self.folder = folder
 
@@ -127,18 +136,55 @@ class Pipeline:
             f"phase {phase}",
         )
 
+    def pods(self, selector: str = "") -> list[dict]:
+        args = ["get", "pods", "-o", "json"] + (["-l", selector] if selector else [])
+        return json.loads(self.kubectl(*args).stdout)["items"]
+
+    def running(self) -> list[str]:
+        """Names of the pods whose containers run now (in creation order)."""
+        pods = sorted(self.pods(), key=lambda p: p["metadata"]["creationTimestamp"])
+        return [
+            p["metadata"]["name"]
+            for p in pods
+            if any(
+                "running" in (c.get("state") or {})
+                for c in p["status"].get("containerStatuses", [])
+            )
+        ]
+
+    def logs(self, pod: str, previous: bool = False) -> str:
+        """The container's output, as ``kubectl logs`` reads it from the kubelet."""
+        args = ["logs", pod] + (["--previous"] if previous else [])
+        return self.kubectl(*args, check=False).stdout
+
     def pod_logs(self, lines: int = 40) -> str:
         """The tail of every pod's output, to explain a failed wait."""
-        listed = self.kubectl("get", "pods", "-o", "name", check=False).stdout.split()
         parts = []
-        for name in listed:
-            pod = name.split("/", 1)[1]
-            try:
-                text = self.executor.logs(self.namespace, pod)
-            except KeyError:
-                continue
-            parts.append(f"--- pod {pod}:\n" + "\n".join(text.splitlines()[-lines:]))
+        for pod in self.pods():
+            name = pod["metadata"]["name"]
+            text = self.logs(name)
+            parts.append(
+                f"--- pod {name} ({pod['status'].get('phase')}):\n"
+                + "\n".join(text.splitlines()[-lines:])
+            )
         return "\n".join(parts)
 
+    def kill(self, pod: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the pod's trainer process from the host (a crash for SIGKILL)."""
+        os.kill(self.node.container_pid(self.namespace, pod), sig)
+
+    def evict(self, pod: str) -> None:
+        """Evict through the Eviction API, as a node drain would."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": self.namespace},
+        }
+        status, text = self.cluster.api_post(
+            f"/api/v1/namespaces/{self.namespace}/pods/{pod}/eviction", body
+        )
+        assert status == 201, (status, text)
+
     def claim_folder(self, claim: str) -> Path:
-        return self.executor.claim_path(self.namespace, claim)
+        """The host folder behind a bound PersistentVolumeClaim (local-path or shared-hostpath)."""
+        return self.node.claim_folder(self.namespace, claim)

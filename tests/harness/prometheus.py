@@ -1,4 +1,4 @@
-"""A real Prometheus (Debian's package) on 127.0.0.1 for tests."""
+"""A real Prometheus (Debian's package) on 127.0.0.1 for tests, and pod discovery for it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -135,3 +136,81 @@ def annotation_scrape_job(pods: list[dict[str, Any]], name: str = "kubernetes-po
         "static_configs": pods,
         "relabel_configs": ANNOTATION_POD_RELABELING,
     }
+
+
+def _meta_name(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def pod_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """file_sd targets for pods, with the labels Prometheus' ``kubernetes_sd_configs`` (role
+    pod) gives them: one target per declared container port at ``podIP:port``, the pod's
+    namespace, name, phase, labels and annotations as ``__meta_kubernetes_*``."""
+    targets = []
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            continue
+        meta = {
+            "__meta_kubernetes_namespace": pod["metadata"]["namespace"],
+            "__meta_kubernetes_pod_name": pod["metadata"]["name"],
+            "__meta_kubernetes_pod_ip": ip,
+            "__meta_kubernetes_pod_phase": pod["status"].get("phase", ""),
+        }
+        for name, value in (pod["metadata"].get("labels") or {}).items():
+            meta["__meta_kubernetes_pod_label_" + _meta_name(name)] = value
+        for name, value in (pod["metadata"].get("annotations") or {}).items():
+            meta["__meta_kubernetes_pod_annotation_" + _meta_name(name)] = value
+        ports = [
+            port["containerPort"]
+            for container in pod["spec"]["containers"]
+            for port in container.get("ports", [])
+        ]
+        for port in ports or [80]:
+            targets.append({"targets": [f"{ip}:{port}"], "labels": dict(meta)})
+    return targets
+
+
+class PodDiscovery:
+    """Pod discovery through the apiserver for Prometheus, written to a file_sd file.
+
+    Debian's Prometheus is built without ``kubernetes_sd_configs``; this lists the pods every
+    half second with the same credentials a Prometheus in the cluster would use and writes
+    them as ``pod_targets`` does. The scraping itself is Prometheus', by pod IP."""
+
+    def __init__(self, list_pods: Any, path: Path, interval: float = 0.5) -> None:
+        self.list_pods = list_pods
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def scrape_job(self, name: str = "kubernetes-pods") -> dict[str, Any]:
+        """The annotation-based scrape job over the discovered pods."""
+        return {
+            "job_name": name,
+            "file_sd_configs": [{"files": [str(self.path)], "refresh_interval": "1s"}],
+            "relabel_configs": ANNOTATION_POD_RELABELING,
+        }
+
+    def start(self) -> PodDiscovery:
+        self._write()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _write(self) -> None:
+        try:
+            targets = pod_targets(self.list_pods())
+        except Exception:  # the apiserver busy: keep the last targets
+            return
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(targets))
+        partial.replace(self.path)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._write()

@@ -1,8 +1,11 @@
-"""The whole product as a user meets it: helm install, the operator running with the
-chart's ServiceAccount (not admin), kubectl apply of the smoke pipeline, the trainer pods
-run for real, and a real Prometheus scraping the trainers (as the common annotation-based
-configs do, without honor_labels) and the operator while every dashboard panel's query and
-the shipped alerts are checked against what it recorded."""
+"""The whole product as a user meets it, on a real node: helm install of the chart with the
+images our Dockerfiles build (the operator a pod under the chart's ServiceAccount, in-cluster
+configuration), `kubectl apply -f examples/smoke/`, the trainer pods run in containers with
+their outputs chained through provisioned claims, status filled from real termination
+messages, and a real Prometheus discovering pods through the apiserver and scraping the
+trainers and the operator by pod IP (as the common annotation-based configs do, without
+honor_labels) while every dashboard panel's query and the shipped alerts are checked against
+what it recorded."""
 
 from __future__ import annotations
 
@@ -37,95 +40,69 @@ def _panel_queries(namespace: str, jobs: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-def installed_chart(crds_installed, tmp_path):  # type: ignore[no-untyped-def]
-    """The chart installed for real, watching one fresh namespace."""
+def installed_chart(real_cluster):  # type: ignore[no-untyped-def]
+    """The chart installed for real with its default image names (the images our Dockerfiles
+    built, already in the node's containerd), watching one fresh namespace; the operator runs
+    as a pod under the chart's ServiceAccount with in-cluster configuration."""
+    kube = real_cluster.kube
     suffix = uuid.uuid4().hex[:6]
     system, watched = f"rlhf-system-{suffix}", f"team-{suffix}"
-    crds_installed.kubectl("create", "namespace", watched)
-    crds_installed.wait_for_service_account(watched)
-    crds_installed.helm(
-        "install",
-        f"rlhf-{suffix}",
-        str(CHART),
-        "--namespace",
-        system,
-        "--create-namespace",
-        "--set",
-        "fullnameOverride=rlhf-operator",
-        "--set",
-        f"watchNamespaces={{{watched}}}",
-        "--wait=false",
-    )
-    crds_installed.wait_for_service_account(system, "rlhf-operator")
-    kubeconfig = crds_installed.kubeconfig_for_service_account(
-        system, "rlhf-operator", tmp_path / "operator.kubeconfig"
-    )
-    yield watched, Path(kubeconfig)
-    crds_installed.helm("uninstall", f"rlhf-{suffix}", "--namespace", system, check=False)
+    kube.kubectl("create", "namespace", watched)
+    kube.wait_for_service_account(watched)
+    kube.helm(
+        "install", f"rlhf-{suffix}", str(CHART),
+        "--namespace", system, "--create-namespace",
+        "--set", "fullnameOverride=rlhf-operator",
+        "--set", f"watchNamespaces={{{watched}}}",
+        "--set", "operator.recheckSeconds=1",
+        "--set", "trainer.metricsLingerSeconds=3",
+        "--wait", "--timeout=180s",
+    )  # fmt: skip
+    yield system, watched
+    kube.helm("uninstall", f"rlhf-{suffix}", "--namespace", system, "--wait", check=False)
     for namespace in (system, watched):
-        crds_installed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
-    crds_installed, installed_chart, tmp_path, monkeypatch
-) -> None:
-    from harness.executor import PodExecutor
-    from harness.pipeline import OperatorProcess, Pipeline, free_port
-    from harness.prometheus import Prometheus, annotated_pod, annotation_scrape_job
+def _prometheus_discovering_pods(real_cluster, folder: Path):  # type: ignore[no-untyped-def]
+    """A real Prometheus (on this host's loopback) scraping pods by pod IP with the common
+    annotation-based job, pods discovered through the apiserver (harness.PodDiscovery)."""
+    from harness.prometheus import PodDiscovery, Prometheus
 
-    namespace, kubeconfig = installed_chart
-    monkeypatch.setenv("RLHF_TRAINER_METRICS_LINGER_SECONDS", "3")
-    trainer_port = free_port()
-    operator = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log", trainer_port)
+    kube = real_cluster.kube
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def list_pods() -> list[dict]:
+        return json.loads(kube.kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
+
+    discovery = PodDiscovery(list_pods, folder / "pods.json")
     prometheus = Prometheus(
-        tmp_path / "prometheus",
+        folder,
         {
             "global": {"scrape_interval": "500ms", "evaluation_interval": "1s"},
             "rule_files": [str(CHART / "prometheus" / "rules.yaml")],
-            "scrape_configs": [
-                {
-                    "job_name": "rlhf-operator",
-                    "static_configs": [{"targets": [f"127.0.0.1:{operator.metrics_port}"]}],
-                },
-                # As the common prometheus.io/scrape recipes scrape pods: target labels
-                # job, namespace, pod and no honor_labels.
-                annotation_scrape_job(
-                    [
-                        annotated_pod(
-                            f"127.0.0.1:{trainer_port}",
-                            namespace=namespace,
-                            pod="trainer",
-                            labels={"app.kubernetes.io/name": "rlhf-trainer"},
-                            port=trainer_port,
-                        )
-                    ]
-                ),
-            ],
+            "scrape_configs": [discovery.scrape_job()],
         },
     )
-    executor = PodExecutor(
-        crds_installed,
-        tmp_path / "volumes",
-        namespace=namespace,
-        label_selector="app.kubernetes.io/managed-by=rlhf-operator",
-        expose_paths=[ROOT],
-    )
+    return discovery, prometheus
+
+
+def test_helm_install_then_kubectl_apply_the_smoke_pipeline_with_prometheus_and_dashboards(
+    real_cluster, installed_chart, tmp_path
+) -> None:
+    from harness.pipeline import Pipeline
+
+    system, namespace = installed_chart
+    kube = real_cluster.kube
+    discovery, prometheus = _prometheus_discovering_pods(real_cluster, tmp_path / "prometheus")
+    discovery.start()
     prometheus.start()
-    executor.start()
-    # Not standalone: the replica elects itself through the chart's KopfPeering object.
-    operator.start(standalone=False)
     try:
-        pipeline = Pipeline(crds_installed, namespace, executor, operator, tmp_path)
+        operator = _InClusterOperator(kube, system)
+        pipeline = Pipeline(real_cluster, namespace, operator, tmp_path)
         started = time.time()
-        # Long enough that several 500 ms scrapes land while each one trains (the smoke
-        # reward model's 60 steps once finished between two scrapes on an idle machine).
-        sft = yaml.safe_load((SMOKE / "sftjob.yaml").read_text())
-        sft["spec"]["training"]["maxSteps"] = 300
-        reward = yaml.safe_load((SMOKE / "rewardmodeljob.yaml").read_text())
-        reward["spec"]["training"]["maxSteps"] = 300
-        ppo = yaml.safe_load((SMOKE / "ppojob.yaml").read_text())
-        ppo["spec"]["ppo"]["totalEpisodes"] = 512  # 32 updates
-        pipeline.apply(sft, reward, ppo)
+        # Exactly what a user types.
+        kube.kubectl("apply", "-n", namespace, "-f", str(SMOKE))
         broken = yaml.safe_load((SMOKE / "sftjob.yaml").read_text())
         broken["metadata"]["name"] = "broken"
         broken["spec"]["model"] = {"pvc": {"claimName": "nowhere", "path": "model"}}
@@ -158,6 +135,11 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
 
         log = operator.log.read_text()
         assert "forbidden" not in log.lower(), log[-3000:]
+        [operator_pod] = json.loads(kube.kubectl("get", "pods", "-n", system, "-o", "json").stdout)[
+            "items"
+        ]
+        assert operator_pod["spec"]["serviceAccountName"] == "rlhf-operator"
+        assert operator_pod["status"]["phase"] == "Running"
 
         def series(expr: str) -> list[dict]:
             return prometheus.query_range(expr, started, end)
@@ -167,9 +149,9 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
             for s in series(f'rlhf_training_step{{rlhf_namespace="{namespace}"}}')
         }
         assert set(steps) >= {"smoke-sft", "smoke-rm", "smoke-ppo"}
-        for job, values in steps.items():
-            if job != "broken":
-                assert max(values) > min(values), f"{job}: step never increased"
+        for kind, job in (("sftjob", "smoke-sft"), ("rewardmodeljob", "smoke-rm")):
+            final = pipeline.get(kind, job)["status"]["progress"]["step"]
+            assert max(steps[job]) == final, (job, steps[job][-5:], final)
         assert series(f'rlhf_training_loss{{rlhf_job="smoke-sft", rlhf_namespace="{namespace}"}}')
         # Scraped without honor_labels, nothing is renamed, and no NAME_created series.
         assert not series('{__name__=~"rlhf_.+", exported_job!=""}')
@@ -184,7 +166,7 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
         # Counters of the work done, and PPO's loss and gradient norm in the training series.
         assert peak('rlhf_training_tokens_total{rlhf_job="smoke-sft"}') > 0
         assert peak('rlhf_training_samples_total{rlhf_job="smoke-rm"}') > 0
-        assert peak('rlhf_ppo_episodes_total{rlhf_job="smoke-ppo"}') >= 512
+        assert peak('rlhf_ppo_episodes_total{rlhf_job="smoke-ppo"}') >= 128
         assert series('rlhf_training_loss{rlhf_job="smoke-ppo"}')
         assert peak('rlhf_training_gradient_norm{rlhf_job="smoke-ppo"}') > 0
         eval_metrics = {
@@ -226,7 +208,39 @@ def test_pipeline_as_the_chart_service_account_with_prometheus_and_dashboards(
         }
         assert ("RLHFJobFailed", "ConfigError") in firing
         assert not any(name in ("RLHFOperatorDown", "RLHFJobStuck") for name, _ in firing)
+        # Both the operator and the trainers were scraped by pod IP.
+        up = {
+            (s["metric"]["namespace"], s["metric"].get("app_kubernetes_io_name", ""))
+            for s in prometheus.query("up == 1")
+        }
+        assert (system, "rlhf-operator") in up, up
     finally:
-        operator.stop()
-        executor.stop()
         prometheus.stop()
+        discovery.stop()
+
+
+class _InClusterOperator:
+    """The operator pod, as Pipeline's ``operator`` (its log is ``kubectl logs``)."""
+
+    def __init__(self, kube, namespace: str) -> None:  # type: ignore[no-untyped-def]
+        self.kube = kube
+        self.namespace = namespace
+
+    @property
+    def log(self) -> _Log:
+        return _Log(
+            self.kube.kubectl(
+                "logs", "-n", self.namespace, "deployment/rlhf-operator", check=False
+            ).stdout
+        )
+
+
+class _Log:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def exists(self) -> bool:
+        return True
+
+    def read_text(self) -> str:
+        return self.text
