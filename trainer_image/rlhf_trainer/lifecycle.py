@@ -191,6 +191,8 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         device = choose_device(config.device)
+        if world_size > 1:
+            print(f"rlhf-trainer: rank {rank} of world size {world_size} on {device}", flush=True)
         telemetry = Telemetry(
             config.job.metadata.namespace or "default",
             config.job.metadata.name,
