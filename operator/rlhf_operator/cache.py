@@ -21,6 +21,7 @@ from typing import Any
 
 from .api import KINDS, KINDS_BY_NAME, KindInfo, ManifestError, parse_manifest
 from .inputs import upstreams
+from .runpolicy import SYNCED_FIELDS
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
@@ -43,14 +44,27 @@ def trim_batch_job(body: Mapping[str, Any]) -> dict[str, Any]:
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
             "uid": metadata.get("uid"),
+            **_ownership(metadata),
         },
-        "spec": {
-            key: spec[key]
-            for key in ("suspend", "activeDeadlineSeconds", "parallelism")
-            if key in spec
-        },
+        "spec": {key: spec[key] for key in (*SYNCED_FIELDS, "parallelism") if key in spec},
         "status": _plain(body.get("status") or {}),
     }
+
+
+def _ownership(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What tells whose an object is, and whether it is going (ownership.py reads it)."""
+    kept: dict[str, Any] = {}
+    controller = [
+        {key: reference.get(key) for key in ("kind", "name", "uid", "controller")}
+        for reference in metadata.get("ownerReferences") or []
+        if reference.get("controller")
+    ]
+    if controller:
+        kept["ownerReferences"] = controller
+    for key in ("deletionTimestamp", "finalizers"):
+        if metadata.get(key):
+            kept[key] = _plain(metadata[key])
+    return kept
 
 
 def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,6 +87,11 @@ def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
             "creationTimestamp": metadata.get("creationTimestamp"),
+            **{
+                key: value
+                for key, value in _ownership(metadata).items()
+                if key in ("ownerReferences", "deletionTimestamp")
+            },
             "annotations": (
                 {COMPLETION_INDEX: annotations[COMPLETION_INDEX]}
                 if COMPLETION_INDEX in annotations

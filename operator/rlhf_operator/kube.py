@@ -147,18 +147,31 @@ def get_batch_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def create(body: dict[str, Any]) -> bool:
-    """Create an object; False when it already exists (another reconcile was first)."""
+def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """A ConfigMap, claim, Service or Job by name; None when there is none."""
+    if kind not in _COLLECTIONS or kind == "Event":
+        raise ValueError(f"cannot read {kind}")
+    try:
+        return request("GET", f"{_collection(kind, namespace)}/{quote(name)}")
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def create(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Create an object and return it as created; None when one of its name exists
+    already: another reconcile was first, or it is someone else's (read it with ``get``
+    to know whose)."""
     kind = body["kind"]
     if kind not in _COLLECTIONS or kind == "Event":
         raise ValueError(f"cannot create {kind}")
     try:
-        request("POST", _collection(kind, body["metadata"]["namespace"]), body)
+        return request("POST", _collection(kind, body["metadata"]["namespace"]), body)
     except ApiException as error:
         if error.status == 409:
-            return False
+            return None
         raise
-    return True
 
 
 def patch_batch_job(namespace: str, name: str, patch: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .api import TrainingJob
 from .chaining import Decision
+from .ownership import LEFTOVER_REASONS
 from .resources.names import child_names
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -153,8 +154,11 @@ def observe(
     status = {key: value for key, value in status.items() if value is not None}
 
     events = []
-    # A new phase, or a new reason to wait (the upstream now exists, or now runs).
-    if phase != old_phase or (phase == "Waiting" and reason != _reason_of(previous, "Waiting")):
+    # A new phase, or a new reason to wait (the upstream now exists, or now runs, or
+    # another leftover child is in the way).
+    new_reason = reason != _reason_of(previous, "Waiting")
+    new_leftover = reason in LEFTOVER_REASONS and message != previous.get("message")
+    if phase != old_phase or (phase == "Waiting" and (new_reason or new_leftover)):
         kind = "Warning" if phase == "Failed" else "Normal"
         events.append((kind, reason or phase, message or f"phase {phase}"))
     return Observation(status, events)
