@@ -281,15 +281,18 @@ class Output(ApiModel):
 
 
 class RunPolicy(ApiModel):
-    """Retries, deadlines, clean-up and pausing."""
+    """Retries, deadlines, clean-up and pausing. Every field but the checkpoint settings
+    may change while the job runs and is applied to its batch Job."""
 
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Retries after failures of the training code itself; evictions and node loss retry
     without counting, bad configuration or data fails at once."""
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
-    """Fail the job once it has run this long, retries included."""
+    """Fail the job once it has run this long, retries included; removing it removes the
+    deadline."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
-    """Delete the finished batch Job (not this resource, not the output) after this long."""
+    """Delete the finished batch Job (not this resource, not the output) this long after it
+    finished, and never before the operator has recorded its outcome."""
     suspend: bool = False
     """Stop the pods but keep the output and checkpoints; setting it back to false resumes
     from the latest checkpoint."""
@@ -299,7 +302,8 @@ class RunPolicy(ApiModel):
     PPOJob; or sooner, see checkpointIntervalMinutes."""
     checkpoint_interval_minutes: Annotated[float, Field(ge=0)] = 30.0
     """Also save a checkpoint when this many minutes have passed since the last one (or
-    since the run started), whichever comes first; 0 saves by steps only."""
+    since the run started), whichever comes first; 0 saves by steps only. Fixed once the
+    job exists, like checkpointInterval and checkpointsToKeep."""
     checkpoints_to_keep: Annotated[int, Field(ge=1, le=100)] = 2
     """How many recent checkpoints to keep."""
 
