@@ -370,3 +370,18 @@ def test_the_ttl_is_set_once_the_outcome_is_written(monkeypatch) -> None:
     assert reconcile.reconcile(INFO, manifest, SETTINGS, api.view()) == "Succeeded"
     assert api.statuses[-1]["phase"] == "Succeeded"
     assert api.job_patches == [{"spec": {"ttlSecondsAfterFinished": 30}}]
+
+
+def test_pods_of_another_job_of_the_name_are_not_counted_as_ours(monkeypatch) -> None:
+    api = FakeApi(monkeypatch)
+    manifest = _manifest()
+    manifest["status"] = {"phase": "Pending", "jobName": "x-sft", "observedGeneration": 1}
+    ours = _child()
+    ours["metadata"]["uid"] = "our-job"
+    api.objects[("Job", "x-sft")] = ours
+    old = _child("Pod", "x-sft-old", owner_uid="old-job", owner_kind="Job", deleting=True)
+    old["status"] = {"phase": "Running"}
+    mine = _child("Pod", "x-sft-mine", owner_uid="our-job", owner_kind="Job")
+    mine["status"] = {"phase": "Pending"}
+    assert reconcile.reconcile(INFO, manifest, SETTINGS, api.view([old, mine])) == "Pending"
+    assert api.statuses[-1]["pods"] == ["x-sft-mine"]
