@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import kube, metrics
+from . import kube, metrics, podwait
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .cache import ClusterView
 from .chaining import Decision, decide
@@ -29,7 +29,7 @@ from .resources import (
 )
 from .serialize import WrittenStatus
 from .settings import OperatorSettings
-from .status import TERMINAL_PHASES, observe, set_condition
+from .status import TERMINAL_PHASES, observe, set_condition, stops_its_job
 
 log = logging.getLogger("rlhf_operator")
 
@@ -72,9 +72,9 @@ def _reconcile(
 ) -> str | None:
     namespace = body["metadata"]["namespace"]
     previous = dict(body.get("status") or {})
-    if previous.get("phase") in TERMINAL_PHASES and previous.get("observedGeneration") == body[
-        "metadata"
-    ].get("generation"):
+    finished = previous.get("phase") in TERMINAL_PHASES
+    if finished and previous.get("observedGeneration") == body["metadata"].get("generation"):
+        _stop_unstarted_job(namespace, previous, view)
         return str(previous["phase"])
     try:
         job = parse_manifest(body)
@@ -100,10 +100,15 @@ def _reconcile(
                 metrics.JOB_CREATE_SECONDS.labels(kind=info.kind).observe(latency.total_seconds())
     else:
         decision = Decision("ready")
-        _sync_mutable_fields(job, found_job)
+        if not finished:  # a finished job's Job is never resumed or changed
+            _sync_mutable_fields(job, found_job)
     pods = view.pods_of(namespace, names.job) if found_job is not None else []
     progress = _progress(pods, settings)
-    observation = observe(job, previous, decision, found_job, pods, progress)
+    events: dict[str, list[dict[str, Any]]] = {}
+    if found_job is not None and not finished:
+        for uid in podwait.event_subjects(found_job, pods, datetime.now(UTC)):
+            events[uid] = kube.warning_events(namespace, uid)
+    observation = observe(job, previous, decision, found_job, pods, progress, warning_events=events)
     if observation.status != previous:
         written = kube.patch_status(
             info,
@@ -113,6 +118,7 @@ def _reconcile(
             resource_version=body["metadata"].get("resourceVersion"),
         )
         WRITTEN.remember((info.kind, namespace, job.metadata.name), written)
+    _stop_unstarted_job(namespace, observation.status, view, found_job)
     for event_type, reason, message in observation.events:
         kube.post_event(info, body, event_type, reason, message)
     phase = observation.status.get("phase")
@@ -160,6 +166,40 @@ def _sync_mutable_fields(job: TrainingJob, found_job: dict[str, Any]) -> None:
             found_job["metadata"]["namespace"], found_job["metadata"]["name"], {"spec": patch}
         )
         found_job["spec"] = {**spec, **patch}
+
+
+STOPPED_DEADLINE_SECONDS = 1
+"""activeDeadlineSeconds that stops the Job of a job whose pods did not start in time."""
+
+
+def _stop_unstarted_job(
+    namespace: str,
+    status: dict[str, Any],
+    view: ClusterView,
+    found_job: dict[str, Any] | None = None,
+) -> None:
+    """The job failed because its pods did not start: make its Job fail too, so that it
+    never starts them later (when a node frees up, an image appears, or a queue admits it).
+
+    A Job past its activeDeadlineSeconds fails for good (reason DeadlineExceeded) and its
+    pods are deleted; suspending it instead would leave it to be resumed (Kueue resumes
+    the Jobs it admitted), and the operator deletes nothing (the garbage collector does).
+    Written after the status, so the decision is recorded first; done again by every
+    reconcile of the failed job until the Job shows it (idempotent).
+    """
+    if not stops_its_job(status) or not status.get("jobName"):
+        return
+    batch = found_job if found_job is not None else view.batch_job(namespace, status["jobName"])
+    if batch is None or _finished(batch):
+        return
+    if (batch.get("spec") or {}).get("activeDeadlineSeconds") == STOPPED_DEADLINE_SECONDS:
+        return
+    kube.patch_batch_job(
+        namespace,
+        status["jobName"],
+        {"spec": {"activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}},
+    )
+    log.info("stopped Job %s/%s: its pods did not start in time", namespace, status["jobName"])
 
 
 def _finished(found_job: dict[str, Any]) -> bool:

@@ -288,6 +288,11 @@ class RunPolicy(ApiModel):
     without counting, bad configuration or data fails at once."""
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     """Fail the job once it has run this long, retries included."""
+    start_deadline_seconds: Annotated[int, Field(ge=10)] = 600
+    """Fail the job (reason PodsNotStarted, saying why) when a training pod has not
+    started this long after it was created (not scheduled, image not pulled, a volume not
+    mounted...), or its Job has made no pod this long after it started; the Job is
+    stopped so it does not start later. Time queued or suspended does not count."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
     """Delete the finished batch Job (not this resource, not the output) after this long."""
     suspend: bool = False
