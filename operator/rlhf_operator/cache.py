@@ -68,24 +68,17 @@ def _ownership(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a training pod that status observation reads: phase, address, exits."""
+    """The parts of a training pod that status observation reads: phase, address, exits,
+    and why it has not started (whether it is scheduled, or why not; what its containers
+    wait for, with their image; its uid, to read its Events)."""
     metadata = body.get("metadata") or {}
     status = body.get("status") or {}
     annotations = metadata.get("annotations") or {}
-    containers = []
-    for container in status.get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated")
-        containers.append(
-            {
-                "name": container.get("name"),
-                "restartCount": container.get("restartCount", 0),
-                "state": {"terminated": _plain(terminated)} if terminated else {},
-            }
-        )
     trimmed: dict[str, Any] = {
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
             "creationTimestamp": metadata.get("creationTimestamp"),
             **{
                 key: value
@@ -98,10 +91,49 @@ def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
                 else {}
             ),
         },
-        "status": {"phase": status.get("phase"), "containerStatuses": containers},
+        "status": {
+            "phase": status.get("phase"),
+            "containerStatuses": [
+                _trim_container(container) for container in status.get("containerStatuses") or []
+            ],
+        },
     }
     if status.get("podIP"):
         trimmed["status"]["podIP"] = status["podIP"]
+    scheduled = [
+        {key: condition[key] for key in ("type", "status", "reason", "message") if key in condition}
+        for condition in status.get("conditions") or []
+        if condition.get("type") == "PodScheduled"
+    ]
+    if scheduled:
+        trimmed["status"]["conditions"] = scheduled
+    waiting_init = [
+        _trim_container(container)
+        for container in status.get("initContainerStatuses") or []
+        if (container.get("state") or {}).get("waiting")
+    ]
+    if waiting_init:
+        trimmed["status"]["initContainerStatuses"] = waiting_init
+    return trimmed
+
+
+def _trim_container(container: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's name, restarts, exit (with its termination message) or what it waits
+    for (reason, message and image); nothing of a running one."""
+    state = container.get("state") or {}
+    trimmed: dict[str, Any] = {
+        "name": container.get("name"),
+        "restartCount": container.get("restartCount", 0),
+        "state": {},
+    }
+    if state.get("terminated"):
+        trimmed["state"] = {"terminated": _plain(state["terminated"])}
+    elif state.get("waiting"):
+        waiting = state["waiting"]
+        trimmed["state"] = {
+            "waiting": {key: waiting[key] for key in ("reason", "message") if key in waiting}
+        }
+        trimmed["image"] = container.get("image")
     return trimmed
 
 

@@ -217,6 +217,29 @@ def post_event(
         pass  # events are best effort: never fail a reconcile over one
 
 
+def warning_events(namespace: str, uid: str) -> list[dict[str, Any]]:
+    """The Warning Events about one object (a pod, a Job), trimmed to type, reason,
+    message and when last seen; none when they cannot be read (best effort, like posting)."""
+    query = {"fieldSelector": f"involvedObject.uid={uid},type=Warning", "limit": "50"}
+    try:
+        found = request("GET", _collection("Event", namespace), query=query)
+    except (ApiException, OSError, ValueError):
+        return []
+    return [
+        {
+            "type": event.get("type"),
+            "reason": event.get("reason"),
+            "message": event.get("message"),
+            "lastSeen": (event.get("series") or {}).get("lastObservedTime")
+            or event.get("lastTimestamp")
+            or event.get("eventTime")
+            or event.get("firstTimestamp"),
+        }
+        for event in found.get("items") or []
+        if isinstance(event, dict)
+    ]
+
+
 def read_progress(pod_ip: str, port: int, timeout: float) -> dict[str, Any] | None:
     """The trainer's /progress document, or None when it does not answer (yet)."""
     try:

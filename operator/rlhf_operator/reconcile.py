@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import kube, metrics
+from . import kube, metrics, podwait
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .cache import ClusterView
 from .chaining import Decision, decide
@@ -40,7 +40,7 @@ from .resources import (
 from .runpolicy import job_spec_patch
 from .serialize import WrittenStatus
 from .settings import OperatorSettings
-from .status import TERMINAL_PHASES, observe, set_condition
+from .status import TERMINAL_PHASES, observe, set_condition, stops_its_job
 
 log = logging.getLogger("rlhf_operator")
 
@@ -125,7 +125,11 @@ def _reconcile(
     job_uid = (ours or {}).get("metadata", {}).get("uid")
     pods = [pod for pod in cached_pods if is_controlled_by(pod, job_uid)] if ours else []
     progress = _progress(pods, settings)
-    observation = observe(job, previous, decision, ours, pods, progress)
+    events: dict[str, list[dict[str, Any]]] = {}
+    if ours is not None:
+        for uid in podwait.event_subjects(ours, pods, datetime.now(UTC)):
+            events[uid] = kube.warning_events(namespace, uid)
+    observation = observe(job, previous, decision, ours, pods, progress, warning_events=events)
     if observation.status != previous:
         written = kube.patch_status(
             info,
@@ -135,6 +139,8 @@ def _reconcile(
             resource_version=metadata.get("resourceVersion"),
         )
         WRITTEN.remember((info.kind, namespace, job.metadata.name), written)
+    if ours is not None:
+        _stop_unstarted_job(observation.status, ours)
     for event_type, reason, message in observation.events:
         kube.post_event(info, body, event_type, reason, message)
     phase = observation.status.get("phase")
@@ -150,17 +156,22 @@ def _keep_final(
     info: KindInfo, body: dict[str, Any], previous: dict[str, Any], view: ClusterView
 ) -> str:
     """Succeeded and Failed are final: a later runPolicy edit, a Job removed by
-    ttlSecondsAfterFinished, a restart of the operator never start training again. What an
-    edit can still mean is applied (the TTL of a Job still there), and observedGeneration
-    says so."""
+    ttlSecondsAfterFinished, a restart of the operator never start training again. A job
+    failed because its pods did not start keeps stopping its Job until the Job shows it.
+    What an edit can still mean is applied (the TTL of a Job still there), and
+    observedGeneration says so."""
     metadata = body["metadata"]
+    namespace = metadata["namespace"]
     phase = str(previous["phase"])
     generation = metadata.get("generation")
+    recorded = view.batch_job(namespace, previous["jobName"]) if previous.get("jobName") else None
+    if recorded is not None and is_controlled_by(recorded, metadata.get("uid") or ""):
+        _stop_unstarted_job(previous, recorded)
     try:
         job = parse_manifest(body)
     except ManifestError:
         return phase
-    found_job = view.batch_job(metadata["namespace"], child_names(job).job)
+    found_job = view.batch_job(namespace, child_names(job).job)
     if found_job is not None and is_controlled_by(found_job, job.metadata.uid or ""):
         _apply_run_policy(job, found_job, outcome_recorded=True)
     if previous.get("observedGeneration") != generation:
@@ -227,6 +238,36 @@ def _apply_run_policy(job: TrainingJob, found_job: dict[str, Any], outcome_recor
             for key, value in {**(found_job.get("spec") or {}), **patch}.items()
             if value is not None
         }
+
+
+STOPPED_DEADLINE_SECONDS = 1
+"""activeDeadlineSeconds that stops the Job of a job whose pods did not start in time."""
+
+
+def _stop_unstarted_job(status: dict[str, Any], found_job: dict[str, Any]) -> None:
+    """The job failed because its pods did not start: make its Job (``found_job``, the
+    job's own) fail too, so that it never starts them later (when a node frees up, an
+    image appears, or a queue admits it).
+
+    A Job past its activeDeadlineSeconds fails for good (reason DeadlineExceeded) and its
+    pods are deleted; suspending it instead would leave it to be resumed (Kueue resumes
+    the Jobs it admitted), and the operator deletes nothing (the garbage collector does).
+    Written after the status, so the decision is recorded first; done again by every
+    reconcile of the failed job until the Job shows it (idempotent). The runPolicy sync
+    leaves a Job alone once the job's outcome is recorded (runpolicy.py), so an edit of
+    activeDeadlineSeconds never undoes this.
+    """
+    if not stops_its_job(status) or has_finished(found_job):
+        return
+    spec = found_job.get("spec") or {}
+    if spec.get("activeDeadlineSeconds") == STOPPED_DEADLINE_SECONDS:
+        return
+    namespace, name = found_job["metadata"]["namespace"], found_job["metadata"]["name"]
+    kube.patch_batch_job(
+        namespace, name, {"spec": {"activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}}
+    )
+    found_job["spec"] = {**spec, "activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}
+    log.info("stopped Job %s/%s: its pods did not start in time", namespace, name)
 
 
 def _progress(pods: list[dict[str, Any]], settings: OperatorSettings) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@ Every field of runPolicy that may change after creation is applied, so that the 
 ``status.observedGeneration`` means "this generation is in effect":
 
 * ``suspend``, ``activeDeadlineSeconds`` (set, changed or removed) and ``backoffLimit``
-  are patched onto the Job while it runs (the Job API lets all three change);
+  are patched onto the Job while it runs (the Job API lets all three change), never once
+  the job's status is final (a job failed with PodsNotStarted keeps its Job stopped);
 * ``ttlSecondsAfterFinished`` is put on the Job only once the job's status records the
   Job's outcome, so the TTL controller can never delete a finished Job (and its pods'
   exit summaries) before the operator has read it, whether it was busy or down;
@@ -36,7 +37,9 @@ def job_spec_patch(
     run_policy = job.spec.run_policy
     current = batch_job.get("spec") or {}
     wanted: dict[str, Any] = {}
-    if not has_finished(batch_job):
+    if not outcome_recorded and not has_finished(batch_job):
+        # Once the job's status is final its Job is never resumed or changed (a job failed
+        # for pods that did not start has its Job stopped, reconcile._stop_unstarted_job).
         # With a queue, Kueue owns suspend once it admits the workload: only the user's
         # own suspension is ours to set.
         queue_managed = job.spec.queue_name is not None and not run_policy.suspend

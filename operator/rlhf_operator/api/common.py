@@ -282,7 +282,8 @@ class Output(ApiModel):
 
 class RunPolicy(ApiModel):
     """Retries, deadlines, clean-up and pausing. Every field but the checkpoint settings
-    may change while the job runs and is applied to its batch Job."""
+    may change while the job runs and takes effect (on its batch Job, or in the operator's
+    next look at it for startDeadlineSeconds) until the job has finished."""
 
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Retries after failures of the training code itself; evictions and node loss retry
@@ -290,6 +291,11 @@ class RunPolicy(ApiModel):
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     """Fail the job once it has run this long, retries included; removing it removes the
     deadline."""
+    start_deadline_seconds: Annotated[int, Field(ge=10)] = 600
+    """Fail the job (reason PodsNotStarted, saying why) when a training pod has not
+    started this long after it was created (not scheduled, image not pulled, a volume not
+    mounted...), or its Job has made no pod this long after it started; the Job is
+    stopped so it does not start later. Time queued or suspended does not count."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
     """Delete the finished batch Job (not this resource, not the output) this long after it
     finished, and never before the operator has recorded its outcome."""
