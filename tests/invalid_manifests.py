@@ -365,6 +365,13 @@ CASES = [
         "NoExecute",
     ),
     InvalidCase(
+        "start-deadline-too-short",
+        "SFTJob",
+        {"spec.runPolicy": {"startDeadlineSeconds": 5}},
+        "spec.runPolicy.startDeadlineSeconds",
+        "greater than or equal to 10",
+    ),
+    InvalidCase(
         "backoff-limit-negative",
         "PPOJob",
         {"spec.runPolicy": {"backoffLimit": -1}},

@@ -21,6 +21,7 @@ from typing import Any
 
 from .api import KINDS, KINDS_BY_NAME, KindInfo, ManifestError, parse_manifest
 from .inputs import upstreams
+from .runpolicy import SYNCED_FIELDS
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
@@ -43,46 +44,96 @@ def trim_batch_job(body: Mapping[str, Any]) -> dict[str, Any]:
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
             "uid": metadata.get("uid"),
+            **_ownership(metadata),
         },
-        "spec": {
-            key: spec[key]
-            for key in ("suspend", "activeDeadlineSeconds", "parallelism")
-            if key in spec
-        },
+        "spec": {key: spec[key] for key in (*SYNCED_FIELDS, "parallelism") if key in spec},
         "status": _plain(body.get("status") or {}),
     }
 
 
+def _ownership(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What tells whose an object is, and whether it is going (ownership.py reads it)."""
+    kept: dict[str, Any] = {}
+    controller = [
+        {key: reference.get(key) for key in ("kind", "name", "uid", "controller")}
+        for reference in metadata.get("ownerReferences") or []
+        if reference.get("controller")
+    ]
+    if controller:
+        kept["ownerReferences"] = controller
+    for key in ("deletionTimestamp", "finalizers"):
+        if metadata.get(key):
+            kept[key] = _plain(metadata[key])
+    return kept
+
+
 def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a training pod that status observation reads: phase, address, exits."""
+    """The parts of a training pod that status observation reads: phase, address, exits,
+    and why it has not started (whether it is scheduled, or why not; what its containers
+    wait for, with their image; its uid, to read its Events)."""
     metadata = body.get("metadata") or {}
     status = body.get("status") or {}
     annotations = metadata.get("annotations") or {}
-    containers = []
-    for container in status.get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated")
-        containers.append(
-            {
-                "name": container.get("name"),
-                "restartCount": container.get("restartCount", 0),
-                "state": {"terminated": _plain(terminated)} if terminated else {},
-            }
-        )
     trimmed: dict[str, Any] = {
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
             "creationTimestamp": metadata.get("creationTimestamp"),
+            **{
+                key: value
+                for key, value in _ownership(metadata).items()
+                if key in ("ownerReferences", "deletionTimestamp")
+            },
             "annotations": (
                 {COMPLETION_INDEX: annotations[COMPLETION_INDEX]}
                 if COMPLETION_INDEX in annotations
                 else {}
             ),
         },
-        "status": {"phase": status.get("phase"), "containerStatuses": containers},
+        "status": {
+            "phase": status.get("phase"),
+            "containerStatuses": [
+                _trim_container(container) for container in status.get("containerStatuses") or []
+            ],
+        },
     }
     if status.get("podIP"):
         trimmed["status"]["podIP"] = status["podIP"]
+    scheduled = [
+        {key: condition[key] for key in ("type", "status", "reason", "message") if key in condition}
+        for condition in status.get("conditions") or []
+        if condition.get("type") == "PodScheduled"
+    ]
+    if scheduled:
+        trimmed["status"]["conditions"] = scheduled
+    waiting_init = [
+        _trim_container(container)
+        for container in status.get("initContainerStatuses") or []
+        if (container.get("state") or {}).get("waiting")
+    ]
+    if waiting_init:
+        trimmed["status"]["initContainerStatuses"] = waiting_init
+    return trimmed
+
+
+def _trim_container(container: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's name, restarts, exit (with its termination message) or what it waits
+    for (reason, message and image); nothing of a running one."""
+    state = container.get("state") or {}
+    trimmed: dict[str, Any] = {
+        "name": container.get("name"),
+        "restartCount": container.get("restartCount", 0),
+        "state": {},
+    }
+    if state.get("terminated"):
+        trimmed["state"] = {"terminated": _plain(state["terminated"])}
+    elif state.get("waiting"):
+        waiting = state["waiting"]
+        trimmed["state"] = {
+            "waiting": {key: waiting[key] for key in ("reason", "message") if key in waiting}
+        }
+        trimmed["image"] = container.get("image")
     return trimmed
 
 

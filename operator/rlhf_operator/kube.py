@@ -147,18 +147,31 @@ def get_batch_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def create(body: dict[str, Any]) -> bool:
-    """Create an object; False when it already exists (another reconcile was first)."""
+def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """A ConfigMap, claim, Service or Job by name; None when there is none."""
+    if kind not in _COLLECTIONS or kind == "Event":
+        raise ValueError(f"cannot read {kind}")
+    try:
+        return request("GET", f"{_collection(kind, namespace)}/{quote(name)}")
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def create(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Create an object and return it as created; None when one of its name exists
+    already: another reconcile was first, or it is someone else's (read it with ``get``
+    to know whose)."""
     kind = body["kind"]
     if kind not in _COLLECTIONS or kind == "Event":
         raise ValueError(f"cannot create {kind}")
     try:
-        request("POST", _collection(kind, body["metadata"]["namespace"]), body)
+        return request("POST", _collection(kind, body["metadata"]["namespace"]), body)
     except ApiException as error:
         if error.status == 409:
-            return False
+            return None
         raise
-    return True
 
 
 def patch_batch_job(namespace: str, name: str, patch: dict[str, Any]) -> None:
@@ -202,6 +215,29 @@ def post_event(
         request("POST", _collection("Event", metadata["namespace"]), event)
     except (ApiException, OSError, ValueError):
         pass  # events are best effort: never fail a reconcile over one
+
+
+def warning_events(namespace: str, uid: str) -> list[dict[str, Any]]:
+    """The Warning Events about one object (a pod, a Job), trimmed to type, reason,
+    message and when last seen; none when they cannot be read (best effort, like posting)."""
+    query = {"fieldSelector": f"involvedObject.uid={uid},type=Warning", "limit": "50"}
+    try:
+        found = request("GET", _collection("Event", namespace), query=query)
+    except (ApiException, OSError, ValueError):
+        return []
+    return [
+        {
+            "type": event.get("type"),
+            "reason": event.get("reason"),
+            "message": event.get("message"),
+            "lastSeen": (event.get("series") or {}).get("lastObservedTime")
+            or event.get("lastTimestamp")
+            or event.get("eventTime")
+            or event.get("firstTimestamp"),
+        }
+        for event in found.get("items") or []
+        if isinstance(event, dict)
+    ]
 
 
 def read_progress(pod_ip: str, port: int, timeout: float) -> dict[str, Any] | None:

@@ -14,11 +14,21 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import kube, metrics
+from . import kube, metrics, podwait
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .cache import ClusterView
 from .chaining import Decision, decide
 from .inputs import upstreams
+from .ownership import (
+    BEING_DELETED,
+    Leftover,
+    Owner,
+    has_finished,
+    is_controlled_by,
+    leftover,
+    leftover_pods,
+    owner_of,
+)
 from .resources import (
     batch_job,
     child_names,
@@ -27,9 +37,10 @@ from .resources import (
     output_claim,
     pod_trainer_config,
 )
+from .runpolicy import job_spec_patch
 from .serialize import WrittenStatus
 from .settings import OperatorSettings
-from .status import TERMINAL_PHASES, observe, set_condition
+from .status import TERMINAL_PHASES, observe, set_condition, stops_its_job
 
 log = logging.getLogger("rlhf_operator")
 
@@ -70,103 +81,193 @@ def reconcile(
 def _reconcile(
     info: KindInfo, body: dict[str, Any], settings: OperatorSettings, view: ClusterView
 ) -> str | None:
-    namespace = body["metadata"]["namespace"]
+    metadata = body["metadata"]
+    namespace = metadata["namespace"]
     previous = dict(body.get("status") or {})
-    if previous.get("phase") in TERMINAL_PHASES and previous.get("observedGeneration") == body[
-        "metadata"
-    ].get("generation"):
-        return str(previous["phase"])
+    if previous.get("phase") in TERMINAL_PHASES:
+        return _keep_final(info, body, previous, view)
+    if metadata.get("deletionTimestamp"):
+        return previous.get("phase")  # going (foreground deletion): start nothing
     try:
         job = parse_manifest(body)
     except ManifestError as error:
         return _refuse(info, body, previous, error)
 
     names = child_names(job)
+    owner = owner_of(job)
+    cached_pods = view.pods_of(namespace, names.job)
     found_job = view.batch_job(namespace, names.job)
-    if found_job is None and previous.get("jobName"):
-        # Created a moment ago, and the watch has not brought it yet.
+    if found_job is None and (previous.get("jobName") or cached_pods):
+        # Created a moment ago, and the watch has not brought it yet (its pods may have).
         found_job = kube.get_batch_job(namespace, names.job)
-    if found_job is None:
-        # Nothing to read first: create straight away (a 409 says it exists after all).
+    blocked = leftover(
+        owner, "Job", found_job, usable_while_deleted=bool(found_job and has_finished(found_job))
+    )
+    ours = found_job if blocked is None else None
+    decision = Decision("ready")
+    if ours is None and blocked is None:
+        blocked = leftover_pods(owner, names.job, cached_pods, job_uid=None)
+    if ours is None and blocked is None:
         found = {
             u: view.training_job(KINDS_BY_NAME[u.kind], namespace, u.name) for u in upstreams(job)
         }
         decision = decide(job, found)
         if decision.readiness == "ready":
-            found_job = _create_children(job, decision, settings)
-            created = body["metadata"].get("creationTimestamp")
-            if created:
+            ours, blocked = _create_children(job, owner, decision, settings)
+            created = metadata.get("creationTimestamp")
+            if ours is not None and created:
                 latency = datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))
                 metrics.JOB_CREATE_SECONDS.labels(kind=info.kind).observe(latency.total_seconds())
-    else:
-        decision = Decision("ready")
-        _sync_mutable_fields(job, found_job)
-    pods = view.pods_of(namespace, names.job) if found_job is not None else []
+    if blocked is not None:
+        decision = Decision("waiting", blocked.reason, blocked.message)
+    elif ours is not None:
+        _apply_run_policy(job, ours, outcome_recorded=False)
+    job_uid = (ours or {}).get("metadata", {}).get("uid")
+    pods = [pod for pod in cached_pods if is_controlled_by(pod, job_uid)] if ours else []
     progress = _progress(pods, settings)
-    observation = observe(job, previous, decision, found_job, pods, progress)
+    events: dict[str, list[dict[str, Any]]] = {}
+    if ours is not None:
+        for uid in podwait.event_subjects(ours, pods, datetime.now(UTC)):
+            events[uid] = kube.warning_events(namespace, uid)
+    observation = observe(job, previous, decision, ours, pods, progress, warning_events=events)
     if observation.status != previous:
         written = kube.patch_status(
             info,
             namespace,
             job.metadata.name,
             observation.status,
-            resource_version=body["metadata"].get("resourceVersion"),
+            resource_version=metadata.get("resourceVersion"),
         )
         WRITTEN.remember((info.kind, namespace, job.metadata.name), written)
+    if ours is not None:
+        _stop_unstarted_job(observation.status, ours)
     for event_type, reason, message in observation.events:
         kube.post_event(info, body, event_type, reason, message)
     phase = observation.status.get("phase")
     if phase in TERMINAL_PHASES and previous.get("phase") != phase:
         _record_end(info, observation.status)
+        if ours is not None:
+            # The outcome is recorded: only now may the TTL controller remove the Job.
+            _apply_run_policy(job, ours, outcome_recorded=True)
+    return phase
+
+
+def _keep_final(
+    info: KindInfo, body: dict[str, Any], previous: dict[str, Any], view: ClusterView
+) -> str:
+    """Succeeded and Failed are final: a later runPolicy edit, a Job removed by
+    ttlSecondsAfterFinished, a restart of the operator never start training again. A job
+    failed because its pods did not start keeps stopping its Job until the Job shows it.
+    What an edit can still mean is applied (the TTL of a Job still there), and
+    observedGeneration says so."""
+    metadata = body["metadata"]
+    namespace = metadata["namespace"]
+    phase = str(previous["phase"])
+    generation = metadata.get("generation")
+    recorded = view.batch_job(namespace, previous["jobName"]) if previous.get("jobName") else None
+    if recorded is not None and is_controlled_by(recorded, metadata.get("uid") or ""):
+        _stop_unstarted_job(previous, recorded)
+    try:
+        job = parse_manifest(body)
+    except ManifestError:
+        return phase
+    found_job = view.batch_job(namespace, child_names(job).job)
+    if found_job is not None and is_controlled_by(found_job, job.metadata.uid or ""):
+        _apply_run_policy(job, found_job, outcome_recorded=True)
+    if previous.get("observedGeneration") != generation:
+        status = {**previous, "observedGeneration": generation}
+        written = kube.patch_status(
+            info,
+            metadata["namespace"],
+            metadata["name"],
+            status,
+            resource_version=metadata.get("resourceVersion"),
+        )
+        WRITTEN.remember((info.kind, metadata["namespace"], metadata["name"]), written)
     return phase
 
 
 def _create_children(
-    job: TrainingJob, decision: Decision, settings: OperatorSettings
-) -> dict[str, Any]:
-    """ConfigMap, output claim, Service, then the Job (last: its pods need the rest)."""
+    job: TrainingJob, owner: Owner, decision: Decision, settings: OperatorSettings
+) -> tuple[dict[str, Any] | None, Leftover | None]:
+    """ConfigMap, output claim, Service, then the Job (last: its pods need the rest).
+
+    Returns the Job, or what is in the way: a child of that name that is not this job's
+    (a 409 is success only when the object found is ours).
+    """
     config = pod_trainer_config(job, decision.input_claims, settings)
     rendered_config = config_map(job, config)
     digest = hashlib.sha256(rendered_config["data"]["config.json"].encode()).hexdigest()[:16]
-    for child in (rendered_config, output_claim(job, settings), headless_service(job)):
-        if child is not None:
-            kube.create(child)
+    claim = output_claim(job, settings)
+    retained_claim = claim is not None and "ownerReferences" not in claim["metadata"]
+    for child in (rendered_config, claim, headless_service(job)):
+        if child is None or kube.create(child):
+            continue
+        meta = child["metadata"]
+        existing = kube.get(child["kind"], meta["namespace"], meta["name"])
+        blocked = leftover(
+            owner,
+            child["kind"],
+            existing,
+            unowned_is_ours=child is claim and retained_claim,
+        )
+        if blocked is not None:
+            return None, blocked
     rendered_job = batch_job(job, settings, decision.input_claims, digest)
-    if kube.create(rendered_job):
-        log.info("created Job %s/%s", job.metadata.namespace, rendered_job["metadata"]["name"])
-        return rendered_job
-    existing = kube.get_batch_job(job.metadata.namespace or "", rendered_job["metadata"]["name"])
-    return existing or rendered_job
+    namespace, name = job.metadata.namespace or "", rendered_job["metadata"]["name"]
+    created = kube.create(rendered_job)
+    if created:
+        log.info("created Job %s/%s", namespace, name)
+        return created, None
+    existing = kube.get_batch_job(namespace, name)
+    if existing is None:  # gone again in between: the next reconcile creates it
+        return None, Leftover(BEING_DELETED, f"Job {namespace}/{name}: waiting for it to go")
+    blocked = leftover(owner, "Job", existing, usable_while_deleted=has_finished(existing))
+    return (existing, None) if blocked is None else (None, blocked)
 
 
-def _sync_mutable_fields(job: TrainingJob, found_job: dict[str, Any]) -> None:
-    """Suspension and the deadline can change while a job runs; apply them to the Job."""
-    run_policy = job.spec.run_policy
-    spec = found_job.get("spec") or {}
-    patch: dict[str, Any] = {}
-    queue_managed = job.spec.queue_name is not None and not run_policy.suspend
-    wants_suspend = run_policy.suspend
-    if (
-        not queue_managed
-        and bool(spec.get("suspend")) != wants_suspend
-        and not _finished(found_job)
-    ):
-        patch["suspend"] = wants_suspend
-    deadline = run_policy.active_deadline_seconds
-    if deadline is not None and spec.get("activeDeadlineSeconds") != deadline:
-        patch["activeDeadlineSeconds"] = deadline
+def _apply_run_policy(job: TrainingJob, found_job: dict[str, Any], outcome_recorded: bool) -> None:
+    """Patch the Job with the runPolicy fields it does not show yet (runpolicy.py)."""
+    patch = job_spec_patch(job, found_job, outcome_recorded)
     if patch:
         kube.patch_batch_job(
             found_job["metadata"]["namespace"], found_job["metadata"]["name"], {"spec": patch}
         )
-        found_job["spec"] = {**spec, **patch}
+        found_job["spec"] = {
+            key: value
+            for key, value in {**(found_job.get("spec") or {}), **patch}.items()
+            if value is not None
+        }
 
 
-def _finished(found_job: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in (found_job.get("status") or {}).get("conditions") or []
+STOPPED_DEADLINE_SECONDS = 1
+"""activeDeadlineSeconds that stops the Job of a job whose pods did not start in time."""
+
+
+def _stop_unstarted_job(status: dict[str, Any], found_job: dict[str, Any]) -> None:
+    """The job failed because its pods did not start: make its Job (``found_job``, the
+    job's own) fail too, so that it never starts them later (when a node frees up, an
+    image appears, or a queue admits it).
+
+    A Job past its activeDeadlineSeconds fails for good (reason DeadlineExceeded) and its
+    pods are deleted; suspending it instead would leave it to be resumed (Kueue resumes
+    the Jobs it admitted), and the operator deletes nothing (the garbage collector does).
+    Written after the status, so the decision is recorded first; done again by every
+    reconcile of the failed job until the Job shows it (idempotent). The runPolicy sync
+    leaves a Job alone once the job's outcome is recorded (runpolicy.py), so an edit of
+    activeDeadlineSeconds never undoes this.
+    """
+    if not stops_its_job(status) or has_finished(found_job):
+        return
+    spec = found_job.get("spec") or {}
+    if spec.get("activeDeadlineSeconds") == STOPPED_DEADLINE_SECONDS:
+        return
+    namespace, name = found_job["metadata"]["namespace"], found_job["metadata"]["name"]
+    kube.patch_batch_job(
+        namespace, name, {"spec": {"activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}}
     )
+    found_job["spec"] = {**spec, "activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}
+    log.info("stopped Job %s/%s: its pods did not start in time", namespace, name)
 
 
 def _progress(pods: list[dict[str, Any]], settings: OperatorSettings) -> dict[str, Any] | None:

@@ -10,9 +10,13 @@ from typing import Any
 
 from .api import TrainingJob
 from .chaining import Decision
+from .ownership import LEFTOVER_REASONS
+from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
 from .resources.names import child_names
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+PODS_NOT_STARTED = "PodsNotStarted"
+"""Failed reason of a job whose pods did not start within runPolicy.startDeadlineSeconds."""
 
 
 @dataclass
@@ -65,8 +69,13 @@ def observe(
     pods: list[dict[str, Any]],
     progress: dict[str, Any] | None,
     timestamp: str | None = None,
+    warning_events: dict[str, list[dict[str, Any]]] | None = None,
 ) -> Observation:
-    """The status to write, given the previous one and what the cluster shows now."""
+    """The status to write, given the previous one and what the cluster shows now.
+
+    ``warning_events``: Warning Events by the uid of the pod or Job they are about (podwait.py
+    says which are worth reading); ``timestamp`` is the clock (tests pass their own).
+    """
     timestamp = timestamp or now()
     status = dict(previous)
     generation = job.metadata.generation
@@ -78,7 +87,11 @@ def observe(
         nonlocal conditions
         conditions = set_condition(conditions, kind, state, reason, message, generation, timestamp)
 
-    phase, reason, message = _phase(job, decision, batch_job, pods)
+    active = batch_job is not None and job_is_active(batch_job)
+    wait = (
+        why_pods_wait(batch_job, pods, warning_events) if batch_job is not None and active else None
+    )
+    phase, reason, message = _phase(job, decision, batch_job, pods, wait, _parse(timestamp))
     if old_phase in TERMINAL_PHASES:
         phase, reason, message = (
             old_phase,
@@ -111,6 +124,8 @@ def observe(
         "TrainerRunning" if phase == "Running" else phase or "Pending",
     )
     condition("Suspended", phase == "Suspended", reason if phase == "Suspended" else "NotSuspended")
+    if old_phase not in TERMINAL_PHASES:
+        condition("PodsReady", *_pods_ready(phase, reason, batch_job, wait))
     if phase == "Succeeded":
         condition("Succeeded", True, reason, message)
     if phase == "Failed":
@@ -153,11 +168,37 @@ def observe(
     status = {key: value for key, value in status.items() if value is not None}
 
     events = []
-    # A new phase, or a new reason to wait (the upstream now exists, or now runs).
-    if phase != old_phase or (phase == "Waiting" and reason != _reason_of(previous, "Waiting")):
+    # A new phase, or a new reason to wait (the upstream now exists, or now runs, or
+    # another leftover child is in the way).
+    new_reason = reason != _reason_of(previous, "Waiting")
+    new_leftover = reason in LEFTOVER_REASONS and message != previous.get("message")
+    if phase != old_phase or (phase == "Waiting" and (new_reason or new_leftover)):
         kind = "Warning" if phase == "Failed" else "Normal"
         events.append((kind, reason or phase, message or f"phase {phase}"))
+    # A new reason the pods cannot start (not one more retry of the same image pull).
+    if (
+        wait is not None
+        and wait.problem
+        and phase not in TERMINAL_PHASES
+        and not wait.same_as(_condition_reason(previous, "PodsReady"))
+    ):
+        events.append(("Warning", wait.reason, wait.message))
     return Observation(status, events)
+
+
+def _pods_ready(
+    phase: str, reason: str, batch_job: dict[str, Any] | None, wait: PodWait | None
+) -> tuple[bool, str, str]:
+    """PodsReady (as Kueue's): True while every pod of the Job runs; else why not."""
+    if phase == "Running" and wait is None:
+        return True, "PodsRunning", ""
+    if wait is not None:
+        return False, wait.reason, wait.message
+    if batch_job is None:
+        return False, "NotCreated", ""
+    if phase in TERMINAL_PHASES:
+        return False, "JobFinished", ""
+    return False, reason or "PodsPending", ""
 
 
 def _phase(
@@ -165,6 +206,8 @@ def _phase(
     decision: Decision,
     batch_job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
+    wait: PodWait | None,
+    now: datetime,
 ) -> tuple[str, str, str]:
     """(phase, reason, message) from the world as it is now."""
     if batch_job is None:
@@ -194,10 +237,30 @@ def _phase(
                 "suspended: pods stopped, output and checkpoints kept",
             )
         return "Pending", "Queued", f"waiting for admission by queue {job.spec.queue_name}"
+    deadline = job.spec.run_policy.start_deadline_seconds
+    if start_deadline_passed(batch_job, pods, deadline, now):
+        why = f": {wait.reason}: {wait.message}" if wait is not None else ""
+        return (
+            "Failed",
+            PODS_NOT_STARTED,
+            f"the training pods did not start within {deadline} s{why}; the Job was stopped",
+        )
     running = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Running"]
     if running:
-        return "Running", "TrainerRunning", f"training ({len(running)} pod(s) running)"
+        text = f"training ({len(running)} pod(s) running)"
+        if wait is not None and wait.problem:
+            text += f"; a pod waits: {wait.reason}: {wait.message}"
+        return "Running", "TrainerRunning", text
+    if wait is not None:
+        why = f"{wait.reason}: {wait.message}" if wait.problem else wait.message
+        return "Pending", wait.reason, f"waiting for the training pods to start: {why}"
     return "Pending", "PodsPending", "waiting for the training pods to start"
+
+
+def stops_its_job(status: dict[str, Any]) -> bool:
+    """Whether the status says the job failed for pods that never started, so its Job
+    must be stopped (it could otherwise start once the cluster changes)."""
+    return status.get("phase") == "Failed" and _reason_of(status, "Failed") == PODS_NOT_STARTED
 
 
 def _failure_detail(pods: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,6 +305,13 @@ def _message_of(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _condition_reason(status: dict[str, Any], kind: str) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return str(condition.get("reason") or "")
+    return None
+
+
 def _reason_of(status: dict[str, Any], phase: str) -> str:
     for condition in status.get("conditions") or []:
         if condition.get("type") == phase:
@@ -255,6 +325,11 @@ def _started(batch_job: dict[str, Any] | None) -> str | None:
 
 def _finished(batch_job: dict[str, Any] | None) -> str | None:
     return ((batch_job or {}).get("status") or {}).get("completionTime")
+
+
+def _parse(stamp: str) -> datetime:
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:

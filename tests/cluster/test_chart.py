@@ -391,6 +391,8 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
             assert can_i(cluster, sa, "watch", "ppojobs.rlhf.dev", "-n", where)
             assert can_i(cluster, sa, "list", "pods", "-n", where)
             assert can_i(cluster, sa, "create", "events", "-n", where)
+            assert can_i(cluster, sa, "list", "events", "-n", where)
+            assert not can_i(cluster, sa, "watch", "events", "-n", where)
         job = {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -467,6 +469,7 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
                 ("create", "persistentvolumeclaims"),
                 ("create", "services"),
                 ("create", "events"),
+                ("list", "events"),
                 ("patch", "kopfpeerings.kopf.dev"),
             ):
                 assert not can_i(cluster, sa, verb, resource, "-n", where), (verb, resource, where)

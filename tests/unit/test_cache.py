@@ -69,6 +69,49 @@ def _pod(phase: str, message: str | None = None, index: str = "0") -> dict[str, 
     }
 
 
+def _waiting_pod(
+    waiting: tuple[str, str] | None = None,
+    unschedulable: str | None = None,
+    index: str = "0",
+    init: bool = False,
+) -> dict[str, Any]:
+    """A pod that has not started: not schedulable, or its container (or init container)
+    waiting for a reason, with all the fields the apiserver sends."""
+    body = _pod("Pending", index=index)
+    body["metadata"]["uid"] = f"pod-uid-{index}"
+    status = body["status"]
+    status.pop("podIP")
+    status["conditions"] = [
+        {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-11-29T10:00:01Z"},
+        {
+            "type": "PodScheduled",
+            "status": "False" if unschedulable else "True",
+            "lastTransitionTime": "2026-11-29T10:00:01Z",
+            **({"reason": "Unschedulable", "message": unschedulable} if unschedulable else {}),
+        },
+    ]
+    if unschedulable:
+        del status["containerStatuses"]
+        return body
+    reason, message = waiting or ("ContainerCreating", "")
+    state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
+    container = {
+        "name": "trainer",
+        "image": "registry.invalid/nothing:1",
+        "imageID": "",
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+        "state": state,
+        "lastState": {},
+    }
+    if init:
+        status["initContainerStatuses"] = [{**container, "name": "init"}]
+        container["state"] = {"waiting": {"reason": "PodInitializing"}}
+    status["containerStatuses"] = [container]
+    return body
+
+
 def test_trimmed_objects_keep_what_observation_reads_and_drop_the_bulk() -> None:
     job = cache.trim_batch_job(_batch_job())
     assert job["spec"] == {"suspend": False, "activeDeadlineSeconds": 600}
@@ -90,20 +133,41 @@ def test_observation_is_the_same_from_trimmed_and_full_objects() -> None:
     job = parse_manifest(manifest)
     decision = Decision("ready")
     summary = json.dumps({"phase": "Succeeded", "metrics": {"eval_loss": 0.5}, "steps": 10})
+    active = {**_batch_job(), "status": {"active": 1, "startTime": "2026-11-29T10:00:00Z"}}
+    mount = {"type": "Warning", "reason": "FailedMount", "message": "configmap x not found"}
     for batch, pods in [
         (_batch_job(), [_pod("Succeeded", summary)]),
-        ({**_batch_job(), "status": {"active": 1}}, [_pod("Running"), _pod("Pending", index="1")]),
+        (active, [_pod("Running"), _pod("Pending", index="1")]),
         ({**_batch_job(), "spec": {"suspend": True}, "status": {}}, []),
+        # Pods that wait, each for another reason (podwait.py), and a Job with no pod.
+        (active, [_waiting_pod(unschedulable="0/1 nodes are available: 1 Insufficient cpu.")]),
+        (active, [_waiting_pod(("ErrImagePull", 'failed to pull image "x": no such host'))]),
+        (active, [_waiting_pod(("ImagePullBackOff", 'Back-off pulling image "x"'))]),
+        (active, [_waiting_pod(("CreateContainerConfigError", 'secret "hub" not found'))]),
+        (active, [_waiting_pod(("ImagePullBackOff", "m"), init=True)]),
+        (active, [_waiting_pod(("ContainerCreating", ""))]),
+        (active, [_pod("Running"), _waiting_pod(("ErrImagePull", "m"), index="1")]),
+        (active, []),
     ]:
-        full = observe(job, {}, decision, batch, pods, None)
-        trimmed = observe(
-            job, {}, decision, cache.trim_batch_job(batch), [cache.trim_pod(p) for p in pods], None
-        )
-        for stamped in (full.status, trimmed.status):
-            for condition in stamped.get("conditions", []):
-                condition.pop("lastTransitionTime", None)
-        assert trimmed.status == full.status
-        assert trimmed.events == full.events
+        # Before and after the start deadline; with the Warning Events reconcile reads.
+        for clock in ("2026-11-29T10:00:30Z", "2026-11-29T10:20:00Z"):
+            events = {"u1": [mount], "pod-uid-0": [mount]}
+            full = observe(job, {}, decision, batch, pods, None, clock, events)
+            trimmed = observe(
+                job,
+                {},
+                decision,
+                cache.trim_batch_job(batch),
+                [cache.trim_pod(p) for p in pods],
+                None,
+                clock,
+                events,
+            )
+            for stamped in (full.status, trimmed.status):
+                for condition in stamped.get("conditions", []):
+                    condition.pop("lastTransitionTime", None)
+            assert trimmed.status == full.status
+            assert trimmed.events == full.events
 
 
 def test_training_jobs_lose_managed_fields_and_kubectls_copy_but_parse_the_same() -> None:
@@ -183,3 +247,31 @@ def test_the_view_answers_from_the_indexes() -> None:
     # A value handed out is a copy: a reconcile changing it does not change the cache.
     view.batch_job("team", "demo-sft")["spec"] = {}  # type: ignore[index]
     assert view.batch_job("team", "demo-sft")["spec"]["activeDeadlineSeconds"] == 600  # type: ignore[index]
+
+
+def test_a_waiting_pod_keeps_why_it_waits_and_a_running_one_nothing_more() -> None:
+    unschedulable = cache.trim_pod(_waiting_pod(unschedulable="0/1 nodes are available"))
+    assert unschedulable["metadata"]["uid"] == "pod-uid-0"
+    assert unschedulable["status"]["conditions"] == [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/1 nodes are available",
+        }
+    ]
+    pulling = cache.trim_pod(_waiting_pod(("ErrImagePull", "no such host"), init=True))
+    assert pulling["status"]["initContainerStatuses"] == [
+        {
+            "name": "init",
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "no such host"}},
+            "image": "registry.invalid/nothing:1",
+        }
+    ]
+    running = cache.trim_pod(_pod("Running"))
+    assert running["status"]["containerStatuses"] == [
+        {"name": "trainer", "restartCount": 1, "state": {}}
+    ]
+    assert "conditions" not in running["status"]  # only PodScheduled is kept, and it has none
+    assert "initContainerStatuses" not in running["status"]

@@ -584,7 +584,7 @@ NAMESPACED_RULES = {
     ("", "services"): {"get", "create"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"list", "create", "patch"},
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
 

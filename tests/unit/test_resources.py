@@ -126,11 +126,9 @@ def test_failure_policy_fails_fast_on_user_errors_and_ignores_disruptions() -> N
     }
     assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
-    assert (
-        spec["backoffLimit"],
-        spec["activeDeadlineSeconds"],
-        spec["ttlSecondsAfterFinished"],
-    ) == (5, 600, 60)
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (5, 600)
+    # The TTL is put on the Job only once the outcome is recorded (tests/unit/test_runpolicy.py).
+    assert "ttlSecondsAfterFinished" not in spec
 
 
 def test_gpus_resources_and_placement() -> None:

@@ -115,10 +115,13 @@ pods/exec; no deletes (owner references let the garbage collector remove childre
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# Events on the jobs (kubectl describe): posted by the operator and by Kopf.
+# Events on the jobs (kubectl describe): posted by the operator and by Kopf. list: the
+# Warning Events about a training pod still being created long after it was scheduled
+# (FailedMount, Multi-Attach), or about a Job that made no pod (FailedCreate), read once
+# per reconcile of such a job only, to say in its status why it waits. No watch.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "create", "patch"]
 {{- end }}
 
 {{/*

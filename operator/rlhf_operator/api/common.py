@@ -281,15 +281,24 @@ class Output(ApiModel):
 
 
 class RunPolicy(ApiModel):
-    """Retries, deadlines, clean-up and pausing."""
+    """Retries, deadlines, clean-up and pausing. Every field but the checkpoint settings
+    may change while the job runs and takes effect (on its batch Job, or in the operator's
+    next look at it for startDeadlineSeconds) until the job has finished."""
 
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Retries after failures of the training code itself; evictions and node loss retry
     without counting, bad configuration or data fails at once."""
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
-    """Fail the job once it has run this long, retries included."""
+    """Fail the job once it has run this long, retries included; removing it removes the
+    deadline."""
+    start_deadline_seconds: Annotated[int, Field(ge=10)] = 600
+    """Fail the job (reason PodsNotStarted, saying why) when a training pod has not
+    started this long after it was created (not scheduled, image not pulled, a volume not
+    mounted...), or its Job has made no pod this long after it started; the Job is
+    stopped so it does not start later. Time queued or suspended does not count."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
-    """Delete the finished batch Job (not this resource, not the output) after this long."""
+    """Delete the finished batch Job (not this resource, not the output) this long after it
+    finished, and never before the operator has recorded its outcome."""
     suspend: bool = False
     """Stop the pods but keep the output and checkpoints; setting it back to false resumes
     from the latest checkpoint."""
@@ -299,7 +308,8 @@ class RunPolicy(ApiModel):
     PPOJob; or sooner, see checkpointIntervalMinutes."""
     checkpoint_interval_minutes: Annotated[float, Field(ge=0)] = 30.0
     """Also save a checkpoint when this many minutes have passed since the last one (or
-    since the run started), whichever comes first; 0 saves by steps only."""
+    since the run started), whichever comes first; 0 saves by steps only. Fixed once the
+    job exists, like checkpointInterval and checkpointsToKeep."""
     checkpoints_to_keep: Annotated[int, Field(ge=1, le=100)] = 2
     """How many recent checkpoints to keep."""
 

@@ -46,9 +46,26 @@ SHARDING_NEEDS_GPUS = Rule(
 
 
 MUTABLE_FIELDS = ("runPolicy",)
-"""Spec fields that may change after creation: suspension, deadline and clean-up are
-applied to the running Job. Everything else is fixed once training may have started;
-the CRD refuses changes to it (CEL transition rules)."""
+"""Spec fields that may change after creation: suspension, deadline, retries and clean-up
+are applied to the running Job (operator/rlhf_operator/runpolicy.py). Everything else is
+fixed once training may have started; the CRD refuses changes to it (CEL transition
+rules)."""
+
+FIXED_RUN_POLICY_FIELDS = ("checkpointInterval", "checkpointIntervalMinutes", "checkpointsToKeep")
+"""runPolicy fields the trainer reads from its config when it starts: fixed like the rest
+of the spec (a new value would reach no running pod, and a resumed run would save on
+another schedule than the one it was started with)."""
+
+_HOW_TO_CHANGE = "delete and re-create the job to change it"
+
+
+def _unchanged(path: str, always_present: bool) -> str:
+    if always_present:
+        return f"self.{path} == oldSelf.{path}"
+    return (
+        f"has(self.{path}) == has(oldSelf.{path})"
+        f" && (!has(self.{path}) || self.{path} == oldSelf.{path})"
+    )
 
 
 def immutable_field_rules(spec_model: type[ApiModel]) -> list[dict[str, str]]:
@@ -61,20 +78,28 @@ def immutable_field_rules(spec_model: type[ApiModel]) -> list[dict[str, str]]:
         always_present = (
             info.is_required() or info.get_default(call_default_factory=True) is not None
         )
-        rule = (
-            f"self.{field} == oldSelf.{field}"
-            if always_present
-            else f"has(self.{field}) == has(oldSelf.{field})"
-            f" && (!has(self.{field}) || self.{field} == oldSelf.{field})"
-        )
         rules.append(
             {
-                "rule": rule,
+                "rule": _unchanged(field, always_present),
                 "message": (
                     f"{field} cannot change once the job exists (only runPolicy can);"
-                    " delete and re-create the job to change it"
+                    f" {_HOW_TO_CHANGE}"
                 ),
                 "fieldPath": f".{field}",
+                "reason": "FieldValueForbidden",
+            }
+        )
+    for field in FIXED_RUN_POLICY_FIELDS:
+        # runPolicy and these fields have defaults: the apiserver fills them in.
+        path = f"runPolicy.{field}"
+        rules.append(
+            {
+                "rule": _unchanged(path, always_present=True),
+                "message": (
+                    f"runPolicy.{field} cannot change once the job exists (the trainer reads"
+                    f" it when it starts); {_HOW_TO_CHANGE}"
+                ),
+                "fieldPath": f".{path}",
                 "reason": "FieldValueForbidden",
             }
         )

@@ -16,14 +16,19 @@ from .base import ApiModel
 Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended"]
 PHASES: tuple[Phase, ...] = ("Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended")
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
-ConditionType = Literal["Ready", "Running", "Succeeded", "Failed", "Waiting", "Suspended"]
+ConditionType = Literal[
+    "Ready", "Running", "Succeeded", "Failed", "Waiting", "Suspended", "PodsReady"
+]
 
 
 class Condition(ApiModel):
     """One aspect of the job's state, following Kubernetes condition conventions."""
 
     type: ConditionType
-    """Ready, Running, Succeeded, Failed, Waiting or Suspended."""
+    """Ready, Running, Succeeded, Failed, Waiting (for an upstream job), Suspended or
+    PodsReady (every training pod runs; when False, its reason says why one waits:
+    Unschedulable, ErrImagePull, ImagePullBackOff, CreateContainerConfigError,
+    FailedMount, FailedAttachVolume, ContainerCreating...)."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=REASON_PATTERN)]

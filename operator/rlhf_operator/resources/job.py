@@ -70,8 +70,8 @@ def batch_job(
     }
     if run_policy.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
-    if run_policy.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = run_policy.ttl_seconds_after_finished
+    # ttlSecondsAfterFinished is added once the job's status records the outcome
+    # (runpolicy.py): the TTL controller must not remove a Job the operator has not read.
     meta = metadata(job, names.job)
     meta["annotations"] = {"rlhf.dev/config-hash": config_hash}
     if spec.queue_name:
