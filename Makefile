@@ -8,7 +8,7 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-trainer test-local lint crds demo clean
+.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-node test-trainer test-local lint crds demo clean
 
 ## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane, node and images for tests
 setup: setup-python kube-tools node-tools node-packages images prometheus
@@ -49,8 +49,12 @@ test: setup
 test-unit: setup-python
 	$(BIN)/python -m pytest tests/unit
 
-test-cluster: setup
+test-cluster: setup-python kube-tools prometheus
 	$(BIN)/python -m pytest tests/cluster
+
+## test-node: the tests on a real node (kubelet, containerd, the images our Dockerfiles build); root
+test-node: setup
+	$(BIN)/python -m pytest tests/node
 
 test-trainer: setup-python
 	$(BIN)/python -m pytest tests/trainer
