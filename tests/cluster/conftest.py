@@ -35,3 +35,17 @@ def wait_established(cluster, names: Iterable[str]) -> None:  # type: ignore[no-
             return
         time.sleep(0.25)
     raise AssertionError(f"CRDs not established: {result.stderr if result else ''}")
+
+
+@pytest.fixture
+def operator(crds_installed, namespace, tmp_path):  # type: ignore[no-untyped-def]
+    """`rlhf operator` (admin credentials) on one namespace of the apiserver-only cluster."""
+    from harness.pipeline import OperatorProcess
+
+    process = OperatorProcess(
+        crds_installed.admin_kubeconfig, namespace, tmp_path / "operator.log"
+    ).start()
+    try:
+        yield process
+    finally:
+        process.stop()

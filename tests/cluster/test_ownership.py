@@ -24,19 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 HOLD = "test.rlhf.dev/hold"
 
 
-@pytest.fixture
-def operator(crds_installed, namespace, tmp_path):  # type: ignore[no-untyped-def]
-    from harness.pipeline import OperatorProcess
-
-    process = OperatorProcess(
-        crds_installed.admin_kubeconfig, namespace, tmp_path / "operator.log"
-    ).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
 def _sft(name: str = "x", **run_policy: object) -> dict:
     job = yaml.safe_load((ROOT / "examples" / "smoke" / "sftjob.yaml").read_text())
     job["metadata"]["name"] = name

@@ -20,17 +20,6 @@ INSUFFICIENT_CPU = "0/1 nodes are available: 1 Insufficient cpu."
 MULTI_ATTACH = 'Multi-Attach error for volume "pvc-1" Volume is already used by pod(s) other-sft-x'
 
 
-@pytest.fixture
-def operator(crds_installed, namespace, tmp_path):  # type: ignore[no-untyped-def]
-    from harness.pipeline import OperatorProcess
-
-    process = OperatorProcess(
-        crds_installed.admin_kubeconfig, namespace, tmp_path / "operator.log"
-    ).start()
-    yield process
-    process.stop()
-
-
 def _get(cluster, namespace: str, *what: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return json.loads(cluster.kubectl("get", *what, "-n", namespace, "-o", "json").stdout)
 

@@ -377,12 +377,6 @@ class KubeCluster:
             path, server=self.server, ca_data=self.ca_file.read_bytes(), token=token, user=user
         )
 
-    def spawn(self, name: str, cmd: list[str], env: Mapping[str, str] | None = None) -> None:
-        """Start another process of the cluster's (inside its network namespace, if any),
-        logged to ``log_dir/name.log``, stopped by ``stop()`` in reverse start order."""
-        with self._lock:
-            self._spawn(name, cmd, env)
-
     def check_alive(self) -> None:
         """Raise KubeClusterError when a process of the cluster has exited."""
         self._check_alive()
@@ -617,14 +611,13 @@ class KubeCluster:
         if self._pdeathsig:
             _die_with_parent()
 
-    def _spawn(self, name: str, cmd: list[str], extra_env: Mapping[str, str] | None = None) -> None:
+    def _spawn(self, name: str, cmd: list[str]) -> None:
         assert self.log_dir is not None
         log = open(self.log_dir / f"{name}.log", "ab")
         self._logs[name] = log
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
         env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "ETCDCTL_API")}
-        env.update(extra_env or {})
         self._procs[name] = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import images
 from .kube import (
     KubeCluster,
     KubeClusterError,
@@ -57,7 +58,6 @@ CLUSTER_DOMAIN = "cluster.local"
 CNI_PLUGINS = Path("/usr/lib/cni")
 NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy")
 DEBIAN_COMMANDS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "nsenter")
-SANDBOX_IMAGE = "registry.k8s.io/pause:3.6"
 SHARED_STORAGE_CLASS = "shared-hostpath"
 LOCAL_PATH_STORAGE_CLASS = "local-path"
 INSTALL_HINT = (
@@ -144,8 +144,6 @@ class RealCluster:
         missing = missing_node_parts()
         if missing:
             raise FileNotFoundError(f"missing: {', '.join(missing)}; {INSTALL_HINT}")
-        from . import images
-
         t0 = time.monotonic()
         try:
             self.network = NetworkNamespace().create()
@@ -345,7 +343,11 @@ class RealCluster:
         config = state / "config.toml"
         config.write_text(
             containerd_config(
-                root=root, state=state, socket=self.containerd_socket, cni_config=cni_config
+                root=root,
+                state=state,
+                socket=self.containerd_socket,
+                cni_config=cni_config,
+                sandbox_image=images.reference("pause"),
             )
         )
         self._spawn("containerd", ["containerd", f"--config={config}"])
@@ -515,8 +517,6 @@ class RealCluster:
     # ------------------------------------------------------------------ storage
 
     def _start_local_path_provisioner(self) -> None:
-        from . import images
-
         assert self.dir is not None
         namespace = "local-path-storage"
         storage = self.dir / "local-path"
@@ -578,7 +578,9 @@ def containerd_root() -> Path:
     return cache_dir() / "containerd"
 
 
-def containerd_config(*, root: Path, state: Path, socket: Path, cni_config: Path) -> str:
+def containerd_config(
+    *, root: Path, state: Path, socket: Path, cni_config: Path, sandbox_image: str
+) -> str:
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
 root = "{root}"
@@ -588,7 +590,7 @@ state = "{state / "state"}"
 [ttrpc]
   address = "{socket}.ttrpc"
 [{cri}]
-  sandbox_image = "{SANDBOX_IMAGE}"
+  sandbox_image = "{sandbox_image}"
   # This VM refuses a negative oom_score_adj: without this every sandbox fails in runc.
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
