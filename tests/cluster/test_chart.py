@@ -14,12 +14,9 @@ import json
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,25 +66,9 @@ def api_patch(
 ) -> tuple[int, str]:
     """A merge PATCH with the kubeconfig's bearer token: (HTTP status, body)."""
     token = json.loads(kubeconfig.read_text())["users"][0]["user"]["token"]
-    context = ssl.create_default_context(cafile=str(cluster.ca_file))
-    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-    request = urllib.request.Request(
-        cluster.server + path,
-        data=json.dumps(patch).encode(),
-        method="PATCH",
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/merge-patch+json",
-        },
+    return cluster.api_request(
+        "PATCH", path, patch, token=token, content_type="application/merge-patch+json", timeout=30
     )
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-    )
-    try:
-        with opener.open(request, timeout=30) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def create_namespaces(cluster: KubeCluster, *names: str) -> None:

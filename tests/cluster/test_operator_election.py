@@ -52,16 +52,16 @@ def test_two_replicas_elect_one_and_the_other_takes_over(
     try:
         # An operator starts paused and resumes once it has seen its peers.
         deadline = time.monotonic() + 60
-        while "Resuming operations" not in leader.log.read_text():
-            assert time.monotonic() < deadline, leader.log.read_text()[-2000:]
+        while "Resuming operations" not in leader.log_text():
+            assert time.monotonic() < deadline, leader.log_text()[-2000:]
             time.sleep(0.3)
         follower.start(standalone=False, priority=1)
         time.sleep(3)  # the follower sees the higher-priority peer and stays paused
         first = _smoke("sftjob")
         crds_installed.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(first))
         deadline = time.monotonic() + 60
-        while "created Job" not in leader.log.read_text():
-            assert time.monotonic() < deadline, leader.log.read_text()[-2000:]
+        while "created Job" not in leader.log_text():
+            assert time.monotonic() < deadline, leader.log_text()[-2000:]
             time.sleep(0.3)
         time.sleep(3)
         assert "created Job" not in follower.log.read_text()

@@ -60,7 +60,7 @@ class Cluster:
             if value:
                 return value
             time.sleep(0.3)
-        log = self.operator.log.read_text()[-3000:]
+        log = self.operator.log_text()[-3000:]
         raise AssertionError(f"timed out waiting for {what}; operator log:\n{log}")
 
     def status(self, name: str = "x") -> dict:

@@ -146,7 +146,7 @@ def test_status_and_events_say_why_the_pod_waits(crds_installed, namespace, oper
         what="FailedAttachVolume from the pod's Events",
     )
     assert body["status"]["phase"] == "Pending"
-    log = operator.log.read_text()
+    log = operator.log_text()
     assert "Traceback" not in log, log[-4000:]
 
 

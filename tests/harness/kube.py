@@ -429,18 +429,32 @@ class KubeCluster:
         )
         return self._http(req, timeout=timeout)
 
-    def api_post(self, path: str, body: Any, *, timeout: float = 10.0) -> tuple[int, str]:
-        """POST ``body`` (JSON) to ``path`` as admin: (HTTP status, body)."""
+    def api_request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        content_type: str = "application/json",
+        timeout: float = 10.0,
+    ) -> tuple[int, str]:
+        """One API request with ``body`` as JSON, as admin or as ``token``'s holder:
+        (HTTP status, body)."""
         req = urllib.request.Request(
             self.server + path,
-            data=json.dumps(body).encode(),
-            method="POST",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
             headers={
-                "Authorization": f"Bearer {self.admin_token}",
-                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token or self.admin_token}",
+                "Content-Type": content_type,
             },
         )
         return self._http(req, timeout=timeout)
+
+    def api_post(self, path: str, body: Any, *, timeout: float = 10.0) -> tuple[int, str]:
+        """POST ``body`` (JSON) to ``path`` as admin: (HTTP status, body)."""
+        return self.api_request("POST", path, body, timeout=timeout)
 
     def logs(self, lines: int = 40, *, first: str | None = None) -> str:
         """The last lines of each process's log (``first``'s first), for error messages."""

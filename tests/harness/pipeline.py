@@ -75,6 +75,10 @@ class OperatorProcess:
                 self.process.wait()
         self.process = None
 
+    def log_text(self) -> str:
+        """What the operator printed so far."""
+        return self.log.read_text() if self.log.exists() else ""
+
     def metrics(self) -> str:
         with urllib.request.urlopen(
             f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
@@ -89,7 +93,10 @@ def free_port() -> int:
 
 
 class Pipeline:
-    """What a pipeline test drives: kubectl, the operator, and the real node's pods."""
+    """What a pipeline test drives: kubectl, the operator, and the real node's pods.
+
+    ``operator`` is anything with ``log_text()``: an OperatorProcess on the host, or the
+    chart's operator pod (whose log is ``kubectl logs``)."""
 
     def __init__(self, node, namespace, operator, folder) -> None:  # type: ignore[no-untyped-def]
         self.node = node
@@ -120,8 +127,7 @@ class Pipeline:
             if body is not None and predicate(body):
                 return body
             time.sleep(0.3)
-        log = self.operator.log.read_text()[-3000:] if self.operator.log.exists() else ""
-        log += "\n" + self.pod_logs()
+        log = self.operator.log_text()[-3000:] + "\n" + self.pod_logs()
         raise AssertionError(
             f"{resource}/{name}: timed out waiting for {what}; last: "
             f"{json.dumps((body or {}).get('status'), indent=1)[:2000]}\noperator log:\n{log}"

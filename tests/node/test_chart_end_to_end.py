@@ -133,7 +133,7 @@ def test_helm_install_then_kubectl_apply_the_smoke_pipeline_with_prometheus_and_
         time.sleep(4)  # a few more scrapes and rule evaluations
         end = time.time()
 
-        log = operator.log.read_text()
+        log = operator.log_text()
         assert "forbidden" not in log.lower(), log[-3000:]
         [operator_pod] = json.loads(kube.kubectl("get", "pods", "-n", system, "-o", "json").stdout)[
             "items"
@@ -220,27 +220,13 @@ def test_helm_install_then_kubectl_apply_the_smoke_pipeline_with_prometheus_and_
 
 
 class _InClusterOperator:
-    """The operator pod, as Pipeline's ``operator`` (its log is ``kubectl logs``)."""
+    """The chart's operator pod, as Pipeline's ``operator``."""
 
     def __init__(self, kube, namespace: str) -> None:  # type: ignore[no-untyped-def]
         self.kube = kube
         self.namespace = namespace
 
-    @property
-    def log(self) -> _Log:
-        return _Log(
-            self.kube.kubectl(
-                "logs", "-n", self.namespace, "deployment/rlhf-operator", check=False
-            ).stdout
-        )
-
-
-class _Log:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def exists(self) -> bool:
-        return True
-
-    def read_text(self) -> str:
-        return self.text
+    def log_text(self) -> str:
+        return self.kube.kubectl(
+            "logs", "-n", self.namespace, "deployment/rlhf-operator", check=False
+        ).stdout
