@@ -62,11 +62,11 @@ test-trainer: setup-python
 test-local: setup-python
 	$(BIN)/python -m pytest tests/local
 
-## lint: ruff and mypy (strict on the API models)
+## lint: ruff and mypy (strict on the API models and the dashboards)
 lint: setup-python
 	$(BIN)/ruff check operator trainer_image tests
 	$(BIN)/ruff format --check operator trainer_image tests
-	$(BIN)/mypy operator/rlhf_operator/api
+	$(BIN)/mypy operator/rlhf_operator/api operator/rlhf_operator/dashboards
 
 ## crds: regenerate crds/ (and the chart's copy) from the API models
 crds: setup-python

@@ -6,8 +6,10 @@ matched with =~, valid PromQL, data from a real Prometheus)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from rlhf_operator.cli import main
 from rlhf_operator.dashboards import dashboard_documents, stale_dashboards
 
@@ -59,3 +61,16 @@ def test_panels_are_numbered_in_order_and_provisioned_without_an_instance_id() -
         for variable in board["templating"]["list"]:
             if variable["type"] == "query":
                 assert variable["definition"] == variable["query"]["query"]
+
+
+def test_without_the_sdk_the_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The operator image has no SDK: the command explains instead of a traceback."""
+    for name in list(sys.modules):
+        if name.startswith(("grafana_foundation_sdk", "rlhf_operator.dashboards")):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "grafana_foundation_sdk", None)
+    assert main(["dashboards", "--output", str(tmp_path)]) == 2
+    assert "pip install 'rlhf-operator[dashboards]'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
