@@ -8,7 +8,7 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-node test-trainer test-local lint crds demo clean
+.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-node test-trainer test-local lint crds dashboards demo clean
 
 ## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane, node and images for tests
 setup: setup-python kube-tools node-tools node-packages images prometheus
@@ -62,16 +62,20 @@ test-trainer: setup-python
 test-local: setup-python
 	$(BIN)/python -m pytest tests/local
 
-## lint: ruff and mypy (strict on the API models)
+## lint: ruff and mypy (strict on the API models and the dashboards)
 lint: setup-python
 	$(BIN)/ruff check operator trainer_image tests
 	$(BIN)/ruff format --check operator trainer_image tests
-	$(BIN)/mypy operator/rlhf_operator/api
+	$(BIN)/mypy operator/rlhf_operator/api operator/rlhf_operator/dashboards
 
 ## crds: regenerate crds/ (and the chart's copy) from the API models
 crds: setup-python
 	$(BIN)/rlhf crds --output crds
 	$(BIN)/rlhf crds --output helm/rlhf-operator/crds
+
+## dashboards: regenerate the chart's Grafana dashboards from operator/rlhf_operator/dashboards
+dashboards: setup-python
+	$(BIN)/rlhf dashboards --output helm/rlhf-operator/dashboards
 
 ## demo: SFT -> reward model -> PPO on a tiny model, locally, from scratch (~35 s on 2 CPUs after setup)
 demo: setup-python

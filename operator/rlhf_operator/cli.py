@@ -55,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     crds.set_defaults(run=_crds)
 
+    dashboards = commands.add_parser(
+        "dashboards",
+        formatter_class=HelpFormatter,
+        help="write the Grafana dashboards generated from rlhf_operator/dashboards",
+        description="Write the Grafana dashboards' JSON, built with the Grafana Foundation SDK"
+        " (pip install 'rlhf-operator[dashboards]').",
+    )
+    dashboards.add_argument(
+        "--output", type=Path, default=Path("helm/rlhf-operator/dashboards"), help="folder"
+    )
+    dashboards.add_argument(
+        "--check", action="store_true", help="only check that the folder is up to date"
+    )
+    dashboards.set_defaults(run=_dashboards)
+
     validate = commands.add_parser(
         "validate",
         formatter_class=HelpFormatter,
@@ -162,6 +177,31 @@ def _crds(arguments: argparse.Namespace) -> int:
             print(f"{path} is out of date: run `rlhf crds` (or `make crds`)", file=sys.stderr)
         return 1 if stale else 0
     for path in write_crds(arguments.output):
+        print(path)
+    return 0
+
+
+def _dashboards(arguments: argparse.Namespace) -> int:
+    try:
+        from .dashboards import stale_dashboards, write_dashboards
+    except ModuleNotFoundError as error:
+        if error.name is None or not error.name.startswith("grafana_foundation_sdk"):
+            raise
+        print(
+            "rlhf dashboards needs the Grafana Foundation SDK:"
+            " pip install 'rlhf-operator[dashboards]'",
+            file=sys.stderr,
+        )
+        return 2
+    if arguments.check:
+        stale = stale_dashboards(arguments.output)
+        for path in stale:
+            print(
+                f"{path} is out of date: run `rlhf dashboards` (or `make dashboards`)",
+                file=sys.stderr,
+            )
+        return 1 if stale else 0
+    for path in write_dashboards(arguments.output):
         print(path)
     return 0
 
