@@ -44,6 +44,10 @@ from .status import TERMINAL_PHASES, observe, set_condition, stops_its_job
 
 log = logging.getLogger("rlhf_operator")
 
+CHILD_INVALID = "ChildInvalid"
+"""Failed reason: the apiserver refused a child the operator rendered from the spec."""
+CHILD_INVALID_TEXT = "the apiserver refused a child object rendered from this spec"
+
 WRITTEN = WrittenStatus()
 """Our last status write per job, until the watch delivers it (see serialize.py)."""
 
@@ -113,7 +117,13 @@ def _reconcile(
         }
         decision = decide(job, found)
         if decision.readiness == "ready":
-            ours, blocked = _create_children(job, owner, decision, settings)
+            try:
+                ours, blocked = _create_children(job, owner, decision, settings)
+            except kube.Invalid as error:
+                # A spec the CRD accepted whose children the apiserver refuses: final, and
+                # said (the CRD is meant to refuse such specs; tests/cluster/
+                # test_render_property.py looks for them).
+                decision = Decision("failed", CHILD_INVALID, f"{CHILD_INVALID_TEXT}: {error}")
             created = metadata.get("creationTimestamp")
             if ours is not None and created:
                 latency = datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))
