@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .api import CATEGORY, GROUP, KINDS, VERSION, ApiModel, KindInfo
+from .api.base import ListSet
 from .api.job import immutable_field_rules
 
 Schema = dict[str, Any]
@@ -193,6 +194,8 @@ def _apply_constraints(schema: Schema, metadata: list[Any]) -> None:
         elif isinstance(constraint, annotated_types.MaxLen):
             key = {"string": "maxLength", "array": "maxItems", "object": "maxProperties"}[kind]
             schema[key] = constraint.max_length
+        elif isinstance(constraint, ListSet):
+            schema["x-kubernetes-list-type"] = "set"
         elif hasattr(constraint, "pattern") and constraint.pattern is not None:
             schema["pattern"] = constraint.pattern
 

@@ -159,10 +159,15 @@ def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
+class Invalid(Exception):
+    """The apiserver refused an object as invalid (422): sending it again cannot help."""
+
+
 def create(body: dict[str, Any]) -> dict[str, Any] | None:
     """Create an object and return it as created; None when one of its name exists
     already: another reconcile was first, or it is someone else's (read it with ``get``
-    to know whose)."""
+    to know whose). Raises Invalid, with the apiserver's message, when it is refused as
+    invalid."""
     kind = body["kind"]
     if kind not in _COLLECTIONS or kind == "Event":
         raise ValueError(f"cannot create {kind}")
@@ -171,7 +176,16 @@ def create(body: dict[str, Any]) -> dict[str, Any] | None:
     except ApiException as error:
         if error.status == 409:
             return None
+        if error.status == 422:
+            raise Invalid(_message(error)) from error
         raise
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.body or error.reason)
 
 
 def patch_batch_job(namespace: str, name: str, patch: dict[str, Any]) -> None:

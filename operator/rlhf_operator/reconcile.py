@@ -18,6 +18,7 @@ from . import kube, metrics, podwait
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .cache import ClusterView
 from .chaining import Decision, decide
+from .health import health
 from .inputs import upstreams
 from .ownership import (
     BEING_DELETED,
@@ -43,6 +44,10 @@ from .settings import OperatorSettings
 from .status import TERMINAL_PHASES, observe, set_condition, stops_its_job
 
 log = logging.getLogger("rlhf_operator")
+
+CHILD_INVALID = "ChildInvalid"
+"""Failed reason: the apiserver refused a child the operator rendered from the spec."""
+CHILD_INVALID_TEXT = "the apiserver refused a child object rendered from this spec"
 
 WRITTEN = WrittenStatus()
 """Our last status write per job, until the watch delivers it (see serialize.py)."""
@@ -113,7 +118,13 @@ def _reconcile(
         }
         decision = decide(job, found)
         if decision.readiness == "ready":
-            ours, blocked = _create_children(job, owner, decision, settings)
+            try:
+                ours, blocked = _create_children(job, owner, decision, settings)
+            except kube.Invalid as error:
+                # A spec the CRD accepted whose children the apiserver refuses: final, and
+                # said (the CRD is meant to refuse such specs; tests/cluster/
+                # test_render_property.py looks for them).
+                decision = Decision("failed", CHILD_INVALID, f"{CHILD_INVALID_TEXT}: {error}")
             created = metadata.get("creationTimestamp")
             if ours is not None and created:
                 latency = datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))
@@ -168,14 +179,16 @@ def _keep_final(
     if recorded is not None and is_controlled_by(recorded, metadata.get("uid") or ""):
         _stop_unstarted_job(previous, recorded)
     try:
-        job = parse_manifest(body)
+        job: TrainingJob | None = parse_manifest(body)
     except ManifestError:
-        return phase
-    found_job = view.batch_job(namespace, child_names(job).job)
-    if found_job is not None and is_controlled_by(found_job, job.metadata.uid or ""):
-        _apply_run_policy(job, found_job, outcome_recorded=True)
-    if previous.get("observedGeneration") != generation:
-        status = {**previous, "observedGeneration": generation}
+        job = None  # refused as InvalidSpec: there is no Job to apply anything to
+    if job is not None:
+        found_job = view.batch_job(namespace, child_names(job).job)
+        if found_job is not None and is_controlled_by(found_job, job.metadata.uid or ""):
+            _apply_run_policy(job, found_job, outcome_recorded=True)
+    conditions = _with_health(previous, phase, generation)
+    if previous.get("observedGeneration") != generation or conditions != previous.get("conditions"):
+        status = {**previous, "observedGeneration": generation, "conditions": conditions}
         written = kube.patch_status(
             info,
             metadata["namespace"],
@@ -185,6 +198,30 @@ def _keep_final(
         )
         WRITTEN.remember((info.kind, metadata["namespace"], metadata["name"]), written)
     return phase
+
+
+def _with_health(
+    previous: dict[str, Any], phase: str, generation: int | None
+) -> list[dict[str, Any]]:
+    """A finished job's conditions with Reconciling, Stalled and Ready as health.py says
+    (a job finished before they existed, or before Ready meant a trained model, gets
+    them on its next reconcile); the same list when they say so already."""
+    conditions = list(previous.get("conditions") or [])
+    reason = next(
+        (str(c.get("reason")) for c in conditions if c.get("type") == phase),
+        phase,
+    )
+    stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    for kind, state, why, text in health(phase, reason, str(previous.get("message") or "")):
+        current = next((c for c in conditions if c.get("type") == kind), None)
+        if (
+            current is not None
+            and current.get("status") == ("True" if state else "False")
+            and current.get("reason") == why
+        ):
+            continue
+        conditions = set_condition(conditions, kind, state, why, text, generation, stamp)
+    return conditions
 
 
 def _create_children(
@@ -296,15 +333,12 @@ def _refuse(
     message = "; ".join(str(problem) for problem in error.errors)
     generation = body["metadata"].get("generation")
     stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    conditions = set_condition(
-        list(previous.get("conditions") or []),
-        "Failed",
-        True,
-        "InvalidSpec",
-        message,
-        generation,
-        stamp,
-    )
+    conditions = list(previous.get("conditions") or [])
+    for kind, state, reason, text in [
+        ("Failed", True, "InvalidSpec", message),
+        *health("Failed", "InvalidSpec", message),
+    ]:
+        conditions = set_condition(conditions, kind, state, reason, text, generation, stamp)
     status = {
         **previous,
         "phase": "Failed",

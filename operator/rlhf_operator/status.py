@@ -10,6 +10,7 @@ from typing import Any
 
 from .api import TrainingJob
 from .chaining import Decision
+from .health import health
 from .ownership import LEFTOVER_REASONS
 from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
 from .resources.names import child_names
@@ -116,9 +117,6 @@ def observe(
         message if phase == "Waiting" else "",
     )
     condition(
-        "Ready", batch_job is not None, "ChildrenCreated" if batch_job else reason or "NotCreated"
-    )
-    condition(
         "Running",
         phase == "Running",
         "TrainerRunning" if phase == "Running" else phase or "Pending",
@@ -130,6 +128,8 @@ def observe(
         condition("Succeeded", True, reason, message)
     if phase == "Failed":
         condition("Failed", True, reason, message)
+    for kind, state, why, text in health(phase, reason, message):
+        condition(kind, state, why, text)
     status["conditions"] = conditions
 
     if phase == "Running" and status.get("startTime") is None:

@@ -13,13 +13,14 @@ Two things live here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,28 @@ def python_name(model_type: type[BaseModel], yaml_name: str) -> str:
         if (info.alias or name) == yaml_name:
             return name
     raise KeyError(f"{model_type.__name__} has no field {yaml_name!r}")
+
+
+class ListSet:
+    """Marks a list of scalars whose items must differ (``labels: [a, a]`` is refused):
+    the CRD says ``x-kubernetes-list-type: set`` (the apiserver answers "Duplicate
+    value"), the models refuse the same list with the same words."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(_no_duplicates, handler(source))
+
+
+def _no_duplicates(items: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for item in items:
+        if item in seen:
+            raise PydanticCustomError(
+                "duplicate", "Duplicate value: {value}", {"value": json.dumps(item)}
+            )
+        seen.append(item)
+    return items
 
 
 class ApiModel(BaseModel):

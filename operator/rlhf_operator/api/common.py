@@ -3,22 +3,45 @@ run policy and the training knobs common to all stages."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import ApiModel, Rule, at_most_one_of, exactly_one_of
+from .base import ApiModel, ListSet, Rule, at_most_one_of, exactly_one_of
 
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,3}))?$"
 )
+"""A non-negative resource.Quantity (compute and storage are never negative), with a
+decimal exponent of at most three digits (the apiserver refuses what overflows)."""
+POSITIVE_QUANTITY_PATTERN = (
+    r"^\+?(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]*\.[0-9]*[1-9][0-9]*))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,3}))?$"
+)
+"""A quantity above zero (a claim's size)."""
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+"""A label key, taint key or extended resource name: an optional DNS subdomain prefix and
+a name of at most 63 characters."""
+EXTENDED_RESOURCE_PATTERN = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+IMAGE_PATTERN = r"^[^\s]+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 RELATIVE_PATH_PATTERN = r"^[^/].*$"
 
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+PositiveQuantity = Annotated[str, Field(pattern=POSITIVE_QUANTITY_PATTERN, max_length=64)]
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
 RelativePath = Annotated[str, Field(pattern=RELATIVE_PATH_PATTERN, max_length=1024)]
 
@@ -31,8 +54,8 @@ class SecretKeyRef(ApiModel):
 
     name: ObjectName
     """Name of the Secret."""
-    key: Annotated[str, Field(min_length=1, max_length=253)]
-    """Key within the Secret."""
+    key: Annotated[str, Field(pattern=CONFIG_KEY_PATTERN, min_length=1, max_length=253)]
+    """Key within the Secret (letters, digits, '-', '_' and '.')."""
 
 
 # --- model sources -------------------------------------------------------------------
@@ -207,13 +230,37 @@ class DatasetSource(ApiModel):
 
 
 class Toleration(ApiModel):
-    """A pod toleration (core/v1 Toleration)."""
+    """A pod toleration (core/v1 Toleration), checked as the apiserver checks a pod's."""
 
-    key: Annotated[str, Field(max_length=316)] | None = None
-    """Taint key; empty with operator Exists matches all taints."""
+    rules = (
+        Rule(
+            cel="has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+            check=lambda toleration: toleration.key is not None or toleration.operator == "Exists",
+            message="operator: must be Exists when key is empty (to match every taint)",
+            field="operator",
+        ),
+        Rule(
+            cel="!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
+            check=lambda toleration: toleration.operator != "Exists" or toleration.value is None,
+            message="value: must be empty when operator is Exists",
+            field="value",
+        ),
+        Rule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            check=lambda toleration: (
+                toleration.toleration_seconds is None or toleration.effect == "NoExecute"
+            ),
+            message="tolerationSeconds: only with effect NoExecute",
+            field="tolerationSeconds",
+        ),
+    )
+
+    key: Annotated[str, Field(pattern=QUALIFIED_NAME_PATTERN, max_length=317)] | None = None
+    """Taint key (a label key, e.g. nvidia.com/gpu); unset with operator Exists matches
+    all taints."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists or Equal (the default)."""
-    value: Annotated[str, Field(max_length=63)] | None = None
+    value: LabelValue | None = None
     """Taint value to match with Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; all effects when unset."""
@@ -224,20 +271,47 @@ class Toleration(ApiModel):
 class Resources(ApiModel):
     """Compute for the training pods: one pod per node."""
 
+    rules = (
+        Rule(
+            cel=(
+                "!has(self.nodeSelector) || self.nodeSelector.all(key, size(key) <= 317"
+                f" && key.matches(r'{QUALIFIED_NAME_PATTERN}'))"
+            ),
+            check=lambda resources: all(
+                len(key) <= 317 and re.match(QUALIFIED_NAME_PATTERN, key)
+                for key in resources.node_selector
+            ),
+            message="nodeSelector: every key must be a label key, e.g. nvidia.com/gpu.product",
+            field="nodeSelector",
+        ),
+        Rule(
+            cel="!has(self.gpuResourceName) || !self.gpuResourceName.contains('kubernetes.io/')",
+            check=lambda resources: "kubernetes.io/" not in resources.gpu_resource_name,
+            message=(
+                "gpuResourceName: an extended resource outside the kubernetes.io domain,"
+                " e.g. nvidia.com/gpu"
+            ),
+            field="gpuResourceName",
+        ),
+    )
+
     nodes: Annotated[int, Field(ge=1, le=512)] = 1
     """Number of nodes (pods); more than one runs an Indexed Job with a rendezvous Service."""
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 1
     """GPUs per node; 0 trains on CPU."""
-    gpu_resource_name: Annotated[str, Field(min_length=1, max_length=253)] = "nvidia.com/gpu"
-    """Extended resource name of the GPU device plugin, e.g. amd.com/gpu."""
+    gpu_resource_name: Annotated[
+        str, Field(pattern=EXTENDED_RESOURCE_PATTERN, min_length=1, max_length=317)
+    ] = "nvidia.com/gpu"
+    """Extended resource name of the GPU device plugin, e.g. amd.com/gpu (domain/name,
+    outside kubernetes.io)."""
     cpu: Quantity | None = None
     """CPU request and limit per pod, e.g. "8"."""
     memory: Quantity | None = None
     """Memory request and limit per pod, e.g. "64Gi"."""
     shared_memory: Quantity = "8Gi"
     """Size of /dev/shm (data-loader workers and NCCL need more than the 64Mi default)."""
-    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
-    """Node labels the pods must match."""
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=64)
+    """Node labels the pods must match (label keys and values)."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Tolerations for tainted GPU nodes."""
     priority_class_name: ObjectName | None = None
@@ -261,16 +335,30 @@ AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]
 class Output(ApiModel):
     """Where the job writes checkpoints and its final model: a new claim, or an existing one."""
 
-    rules = (at_most_one_of("storageClassName", "existingClaim", what="output"),)
+    rules = (
+        at_most_one_of("storageClassName", "existingClaim", what="output"),
+        Rule(
+            cel=(
+                "!has(self.accessModes) || !('ReadWriteOncePod' in self.accessModes)"
+                " || self.accessModes.size() == 1"
+            ),
+            check=lambda output: (
+                "ReadWriteOncePod" not in output.access_modes or len(output.access_modes) == 1
+            ),
+            message="accessModes: ReadWriteOncePod cannot be combined with other access modes",
+            field="accessModes",
+        ),
+    )
 
-    size: Quantity = "20Gi"
+    size: PositiveQuantity = "20Gi"
     """Size of the claim the operator creates."""
-    storage_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    storage_class_name: ObjectName | None = None
     """StorageClass of the claim the operator creates; the cluster default when unset."""
-    access_modes: list[AccessMode] = Field(
+    access_modes: Annotated[list[AccessMode], ListSet()] = Field(
         default_factory=lambda: list[AccessMode](["ReadWriteOnce"]), min_length=1, max_length=3
     )
-    """Access modes of the claim the operator creates; more than one node needs ReadWriteMany."""
+    """Access modes of the claim the operator creates, each once; more than one node needs
+    ReadWriteMany; ReadWriteOncePod only alone."""
     existing_claim: ObjectName | None = None
     """Write into this existing claim instead of creating one."""
     retain: bool = False
@@ -387,10 +475,11 @@ class Lora(ApiModel):
     """Scaling numerator (the update is scaled by alpha / r)."""
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     """Dropout on the adapter input."""
-    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
-        default_factory=lambda: ["all-linear"], min_length=1, max_length=64
-    )
-    """Modules to adapt; "all-linear" adapts every linear layer but the output head."""
+    target_modules: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]], ListSet()
+    ] = Field(default_factory=lambda: ["all-linear"], min_length=1, max_length=64)
+    """Modules to adapt, each once; "all-linear" adapts every linear layer but the output
+    head."""
     merge: bool = True
     """Merge the adapters into the base weights when saving, so later stages load a plain model."""
 

@@ -8,7 +8,15 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from .base import ApiModel, Rule
-from .common import Distributed, EnvVar, Output, Resources, RunPolicy
+from .common import (
+    DNS_SUBDOMAIN_PATTERN,
+    IMAGE_PATTERN,
+    Distributed,
+    EnvVar,
+    Output,
+    Resources,
+    RunPolicy,
+)
 
 MULTI_NODE_NEEDS_SHARED_OUTPUT = Rule(
     cel=(
@@ -115,7 +123,7 @@ class JobSpec(ApiModel):
         TRACKERS_ONCE_EACH,
     )
 
-    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    image: Annotated[str, Field(pattern=IMAGE_PATTERN, min_length=1, max_length=512)] | None = None
     """Trainer image; the operator's default (a Helm value) when unset."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the trainer image."""
@@ -127,8 +135,11 @@ class JobSpec(ApiModel):
     """Where checkpoints and the final model are written."""
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     """Retries, deadlines, clean-up and suspension."""
-    queue_name: Annotated[str, Field(min_length=1, max_length=63)] | None = None
-    """Kueue LocalQueue: the Job is created suspended and admitted by Kueue."""
+    queue_name: (
+        Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=63)] | None
+    ) = None
+    """Kueue LocalQueue: the Job is created suspended and admitted by Kueue. A LocalQueue's
+    name, at most 63 characters (it becomes a label value)."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra environment variables for the training container (e.g. HF_ENDPOINT)."""
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -28,14 +29,7 @@ class Metadata(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    name: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=MAX_NAME_LENGTH,
-            pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        ),
-    ]
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
     namespace: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -53,10 +47,33 @@ NAME_FITS = Rule(
 )
 
 
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_IS_A_LABEL = Rule(
+    cel=f"!has(self.metadata.name) || self.metadata.name.matches('{DNS_LABEL}')",
+    check=lambda job: re.match(DNS_LABEL, job.metadata.name) is not None,
+    message=(
+        "metadata.name: lower case letters, digits and '-', starting and ending with a letter"
+        " or digit, no '.' (a DNS label: the operator names the Job, its pods and their host"
+        " names after it)"
+    ),
+)
+MULTI_NODE_NAME_STARTS_WITH_A_LETTER = Rule(
+    cel=(
+        "!has(self.metadata.name) || self.spec.resources.nodes <= 1"
+        " || self.metadata.name.matches('^[a-z]')"
+    ),
+    check=lambda job: job.spec.resources.nodes <= 1 or job.metadata.name[:1].isalpha(),
+    message=(
+        "metadata.name: must start with a letter when resources.nodes > 1 (the rendezvous"
+        " Service is named after the job, and Service names are DNS-1035 labels)"
+    ),
+)
+
+
 class TrainingJob(ApiModel):
     """Base of the three kinds' manifest models."""
 
-    rules = (NAME_FITS,)
+    rules = (NAME_FITS, NAME_IS_A_LABEL, MULTI_NODE_NAME_STARTS_WITH_A_LETTER)
     model_config = ConfigDict(extra="forbid")
 
     api_version: Literal["rlhf.dev/v1alpha1"] = "rlhf.dev/v1alpha1"

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import ApiModel, Rule
+from .base import ApiModel, ListSet, Rule
 from .common import DatasetSource, PolicyModelSource, RewardModelSource, Training
 from .job import JobSpec
 
@@ -63,9 +63,9 @@ class PPOSettings(ApiModel):
     """Sampling temperature of rollouts."""
     missing_eos_penalty: Annotated[float, Field(ge=0)] | None = None
     """Subtracted from the score of responses that do not end with a stop token."""
-    stop_tokens: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
-        default=None, min_length=1, max_length=16
-    )
+    stop_tokens: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], ListSet()] | None
+    ) = Field(default=None, min_length=1, max_length=16)
     """Tokens that end a response (exact token strings of the policy's tokenizer). Default:
     every EOS id of the policy's generation config and tokenizer, plus the chat template's
     end-of-turn token (<|eot_id|>, <|im_end|>, <end_of_turn>)."""

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import ApiModel, Rule
+from .base import ApiModel, ListSet, Rule
 from .common import DatasetSource, Generation, Lora, PolicyModelSource, Training
 from .job import JobSpec
 
@@ -164,10 +164,10 @@ class SFTJobSpec(JobSpec):
     """The model to fine-tune."""
     dataset: SFTDataset
     """Training (and evaluation) data."""
-    labels: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+    labels: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], ListSet()] = Field(
         default_factory=list, max_length=1000
     )
-    """Class names for sequence-classification, in label-id order."""
+    """Class names for sequence-classification, in label-id order, each once."""
     class_weights: ClassWeights | None = None
     """Weighted cross-entropy for imbalanced classes (sequence-classification); every
     class weighs 1 when unset."""

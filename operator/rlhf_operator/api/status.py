@@ -17,7 +17,15 @@ Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspend
 PHASES: tuple[Phase, ...] = ("Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended")
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 ConditionType = Literal[
-    "Ready", "Running", "Succeeded", "Failed", "Waiting", "Suspended", "PodsReady"
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Waiting",
+    "Suspended",
+    "PodsReady",
 ]
 
 
@@ -25,10 +33,14 @@ class Condition(ApiModel):
     """One aspect of the job's state, following Kubernetes condition conventions."""
 
     type: ConditionType
-    """Ready, Running, Succeeded, Failed, Waiting (for an upstream job), Suspended or
-    PodsReady (every training pod runs; when False, its reason says why one waits:
-    Unschedulable, ErrImagePull, ImagePullBackOff, CreateContainerConfigError,
-    FailedMount, FailedAttachVolume, ContainerCreating...)."""
+    """Ready (True once the job has Succeeded: its model is trained; False before,
+    while it runs too), Reconciling (True while it progresses: pending, waiting,
+    running), Stalled (True when it failed or cannot proceed without someone's help),
+    as kstatus reads them (Flux, Argo CD: docs/health.md); Running, Succeeded, Failed,
+    Waiting (for an upstream job), Suspended, or PodsReady (every training pod runs;
+    when False, its reason says why one waits: Unschedulable, ErrImagePull,
+    ImagePullBackOff, CreateContainerConfigError, FailedMount, FailedAttachVolume,
+    ContainerCreating...)."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=REASON_PATTERN)]
@@ -75,7 +87,8 @@ class JobStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     """Latest observations of the job's state."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
-    """The spec generation the status was computed from."""
+    """The spec generation the status was computed from and the batch Job carries (a
+    runPolicy edit is applied when it reaches this)."""
     progress: Progress | None = None
     """Training progress."""
     metrics: dict[str, float] = Field(default_factory=dict)
