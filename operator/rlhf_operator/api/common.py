@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .base import ApiModel, Rule, at_most_one_of, exactly_one_of
+from .network import DEVICES_ARE_NOT_THE_GPUS, Nccl, Network
 
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -224,6 +225,8 @@ class Toleration(ApiModel):
 class Resources(ApiModel):
     """Compute for the training pods: one pod per node."""
 
+    rules = (DEVICES_ARE_NOT_THE_GPUS,)
+
     nodes: Annotated[int, Field(ge=1, le=512)] = 1
     """Number of nodes (pods); more than one runs an Indexed Job with a rendezvous Service."""
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 1
@@ -242,6 +245,8 @@ class Resources(ApiModel):
     """Tolerations for tainted GPU nodes."""
     priority_class_name: ObjectName | None = None
     """PriorityClass of the pods."""
+    network: Network = Field(default_factory=Network)
+    """RDMA devices (InfiniBand, RoCE, EFA) for traffic between nodes; docs/networking.md."""
 
 
 class Distributed(ApiModel):
@@ -250,6 +255,8 @@ class Distributed(ApiModel):
     strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = "ddp"
     """ddp replicates the model; fsdp and deepspeed-zero3 shard parameters, gradients and
     optimizer state; deepspeed-zero2 shards gradients and optimizer state."""
+    nccl: Nccl = Field(default_factory=Nccl)
+    """NCCL settings (interfaces, adapters, debug logging) as environment variables."""
 
 
 # --- storage -------------------------------------------------------------------------

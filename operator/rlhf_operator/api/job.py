@@ -9,6 +9,7 @@ from pydantic import Field
 
 from .base import ApiModel, Rule
 from .common import Distributed, EnvVar, Output, Resources, RunPolicy
+from .pod import PodSettings
 
 MULTI_NODE_NEEDS_SHARED_OUTPUT = Rule(
     cel=(
@@ -129,6 +130,10 @@ class JobSpec(ApiModel):
     """Retries, deadlines, clean-up and suspension."""
     queue_name: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Kueue LocalQueue: the Job is created suspended and admitted by Kueue."""
+    pod: PodSettings = Field(default_factory=PodSettings)
+    """Settings of the training pods for the cluster: image pull secrets, service account,
+    affinity, topology spread, scheduler, extra volumes and mounts, labels, annotations,
+    user and group ids."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra environment variables for the training container (e.g. HF_ENDPOINT)."""
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
