@@ -192,8 +192,9 @@ MOUNTS_ARE_NOT_THE_OPERATORS = Rule(
     ),
     message=(
         f"volumeMounts: {', '.join(OPERATOR_MOUNT_FOLDERS + OPERATOR_MOUNT_POINTS)} are the"
-        " operator's mounts: mount nothing on them or above them, nor under"
-        f" {', '.join(OPERATOR_MOUNT_FOLDERS)}"
+        " operator's mounts: nothing may be mounted on or above them, nor under"
+        f" {', '.join(OPERATOR_MOUNT_FOLDERS)} (under {' or '.join(OPERATOR_MOUNT_POINTS)}"
+        " is fine, e.g. /cache/models)"
     ),
     field="volumeMounts",
 )
