@@ -12,7 +12,8 @@ its first sentence (the whole types with their descriptions would take the CRDs 
 256 KiB a client-side ``kubectl apply`` can store), and an ephemeral volume's claim
 metadata narrowed to the labels and annotations Kubernetes allows there. They are
 vendored in ``kubernetes_types.json`` so the API needs nothing but pydantic; regenerate
-with ``python -m rlhf_operator.api.kubernetes_types`` (a unit test fails on drift).
+with ``make kubernetes-types`` (``python -m rlhf_operator.api.kubernetes_types``), then
+``make crds``; a unit test fails on drift.
 """
 
 from __future__ import annotations
