@@ -70,7 +70,7 @@ lint: setup-python
 
 ## kubernetes-types: re-vendor the core/v1 schemas spec.pod embeds from kubernetes-validate (then make crds)
 kubernetes-types: setup-python
-	$(BIN)/python -m rlhf_operator.api.kubernetes_types
+	$(BIN)/python -c "from rlhf_operator.api import kubernetes_types; print(kubernetes_types.write_vendored())"
 
 ## crds: regenerate crds/ (and the chart's copy) from the API models
 crds: setup-python

@@ -517,6 +517,32 @@ POD_AND_NETWORK_CASES = [
         "Required value",
     ),
     InvalidCase(
+        "pod-volume-with-two-sources",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "data", "emptyDir": {}, "configMap": {"name": "x"}}]}},
+        "spec.pod.volumes",
+        "each volume needs exactly one source",
+    ),
+    InvalidCase(
+        "pod-volume-with-no-source",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "data"}]}},
+        "spec.pod.volumes",
+        "each volume needs exactly one source",
+    ),
+    InvalidCase(
+        "pod-mount-sub-path-climbs-out",
+        "SFTJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "a/../../b"}],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "subPath must be a relative path",
+    ),
+    InvalidCase(
         "pod-mount-of-no-volume",
         "SFTJob",
         {"spec.pod": {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}},

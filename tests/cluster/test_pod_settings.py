@@ -176,5 +176,11 @@ def test_the_rendered_job_is_accepted_by_the_apiserver(crds_installed, namespace
 def test_the_crds_fit_a_client_side_kubectl_apply(crds_installed) -> None:
     """The embedded Kubernetes schemas keep each CRD small enough for the last-applied
     annotation of a client-side `kubectl apply` (256 KiB), not only for --server-side."""
-    result = crds_installed.kubectl("apply", "--dry-run=server", "-f", str(ROOT / "crds"))
+    for _ in range(3):  # a conflict with the apiserver's own CRD status writes is retried
+        result = crds_installed.kubectl(
+            "apply", "--dry-run=server", "-f", str(ROOT / "crds"), check=False
+        )
+        if result.returncode == 0 or "Too long" in result.stderr:
+            break
+    assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == 3, result.stdout

@@ -269,6 +269,6 @@ def test_nccl_settings_become_environment_variables_before_spec_env() -> None:
 
 
 def test_vendored_kubernetes_schemas_match_kubernetes_validate() -> None:
-    """kubernetes_types.json is what `python -m rlhf_operator.api.kubernetes_types` makes
+    """kubernetes_types.json is what `make kubernetes-types` (write_vendored) makes
     from the installed kubernetes-validate (a newer one: `make kubernetes-types crds`)."""
     assert VENDORED.read_text() == render_vendored(build_from_kubernetes_validate())

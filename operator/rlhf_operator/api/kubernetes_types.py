@@ -12,8 +12,8 @@ its first sentence (the whole types with their descriptions would take the CRDs 
 256 KiB a client-side ``kubectl apply`` can store), and an ephemeral volume's claim
 metadata narrowed to the labels and annotations Kubernetes allows there. They are
 vendored in ``kubernetes_types.json`` so the API needs nothing but pydantic; regenerate
-with ``make kubernetes-types`` (``python -m rlhf_operator.api.kubernetes_types``), then
-``make crds``; a unit test fails on drift.
+with ``make kubernetes-types`` (``write_vendored()``), then ``make crds``; a unit test
+fails on drift.
 """
 
 from __future__ import annotations
@@ -151,7 +151,11 @@ _FORMATS = {"int32", "int64", "double", "float", "byte", "date-time"}
 _DNS_LABEL = {"maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
 _POD_VALIDATION: dict[str, dict[str, Schema]] = {
     "Volume": {"name": _DNS_LABEL},
-    "VolumeMount": {"name": _DNS_LABEL, "mountPath": {"maxLength": 4096}},
+    "VolumeMount": {
+        "name": _DNS_LABEL,
+        "mountPath": {"maxLength": 4096},
+        "subPath": {"maxLength": 4096},
+    },
 }
 """What the apiserver checks when it validates a pod (volume names are DNS labels) and
 bounds that keep the CRD's CEL rules over these fields cheap, added to the schemas."""
@@ -239,6 +243,7 @@ def render_vendored(schemas: dict[str, Schema]) -> str:
     return json.dumps(schemas, indent=1, sort_keys=True) + "\n"
 
 
-if __name__ == "__main__":
+def write_vendored() -> Path:
+    """Regenerate kubernetes_types.json (``make kubernetes-types``)."""
     VENDORED.write_text(render_vendored(build_from_kubernetes_validate()))
-    print(f"wrote {VENDORED}")
+    return VENDORED

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from .base import ApiModel, Rule
 from .common import ObjectName
-from .kubernetes_types import KubernetesType
+from .kubernetes_types import KubernetesType, structural_schemas
 
 # Kubernetes' qualified name (label and annotation keys): an optional DNS subdomain prefix
 # of at most 253 characters and a slash, then a name of at most 63.
@@ -144,6 +144,33 @@ VOLUMES_ARE_NOT_THE_OPERATORS = Rule(
         " operator's volumes; name yours otherwise"
     ),
     field="volumes",
+)
+VOLUME_SOURCES = tuple(sorted(set(structural_schemas()["Volume"]["properties"]) - {"name"}))
+"""emptyDir, persistentVolumeClaim, csi...: a volume has exactly one."""
+ONE_SOURCE_PER_VOLUME = Rule(
+    cel=(
+        "!has(self.volumes) || self.volumes.all(v, ["
+        + ", ".join(f"has(v.{source})" for source in VOLUME_SOURCES)
+        + "].filter(x, x).size() == 1)"
+    ),
+    check=lambda pod: all(len(set(volume) - {"name"}) == 1 for volume in pod.volumes),
+    message=(
+        "volumes: each volume needs exactly one source (emptyDir, persistentVolumeClaim, csi...)"
+    ),
+    field="volumes",
+)
+SUB_PATHS_RELATIVE = Rule(
+    cel=(
+        "!has(self.volumeMounts) || self.volumeMounts.all(m, !has(m.subPath)"
+        " || (!m.subPath.startsWith('/') && !m.subPath.split('/').exists(p, p == '..')))"
+    ),
+    check=lambda pod: all(
+        not mount.get("subPath", "").startswith("/")
+        and ".." not in mount.get("subPath", "").split("/")
+        for mount in pod.volume_mounts
+    ),
+    message="volumeMounts: subPath must be a relative path with no '..' parts",
+    field="volumeMounts",
 )
 MOUNTS_NAME_A_VOLUME = Rule(
     cel=(
@@ -279,7 +306,9 @@ class PodSettings(ApiModel):
         TOKEN_NEEDS_AN_ACCOUNT,
         VOLUME_NAMES_UNIQUE,
         VOLUMES_ARE_NOT_THE_OPERATORS,
+        ONE_SOURCE_PER_VOLUME,
         MOUNTS_NAME_A_VOLUME,
+        SUB_PATHS_RELATIVE,
         MOUNT_PATHS_CLEAN,
         MOUNT_PATHS_UNIQUE,
         MOUNTS_ARE_NOT_THE_OPERATORS,
