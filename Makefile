@@ -8,7 +8,7 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-node test-trainer test-local lint crds dashboards demo clean
+.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-node test-trainer test-local lint kubernetes-types crds dashboards demo clean
 
 ## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane, node and images for tests
 setup: setup-python kube-tools node-tools node-packages images prometheus
@@ -67,6 +67,10 @@ lint: setup-python
 	$(BIN)/ruff check operator trainer_image tests
 	$(BIN)/ruff format --check operator trainer_image tests
 	$(BIN)/mypy operator/rlhf_operator/api operator/rlhf_operator/dashboards
+
+## kubernetes-types: re-vendor the core/v1 schemas spec.pod embeds from kubernetes-validate (then make crds)
+kubernetes-types: setup-python
+	$(BIN)/python -c "from rlhf_operator.api import kubernetes_types; print(kubernetes_types.write_vendored())"
 
 ## crds: regenerate crds/ (and the chart's copy) from the API models
 crds: setup-python

@@ -534,3 +534,332 @@ CASES = [
         "match",
     ),
 ]
+
+_DATA_VOLUME = {"name": "data", "emptyDir": {}}
+
+POD_AND_NETWORK_CASES = [
+    InvalidCase(
+        "pod-label-of-the-operator",
+        "SFTJob",
+        {"spec.pod": {"labels": {"rlhf.dev/job": "other"}}},
+        "spec.pod.labels",
+        "are set by the operator",
+    ),
+    InvalidCase(
+        "pod-label-of-the-job-controller",
+        "PPOJob",
+        {"spec.pod": {"labels": {"app.kubernetes.io/instance": "other"}}},
+        "spec.pod.labels",
+        "are set by the operator",
+    ),
+    InvalidCase(
+        "pod-label-key-not-a-qualified-name",
+        "SFTJob",
+        {"spec.pod": {"labels": {"has space": "x"}}},
+        "spec.pod.labels",
+        "keys must be qualified names",
+    ),
+    InvalidCase(
+        "pod-label-key-prefix-too-long",
+        "SFTJob",
+        {"spec.pod": {"labels": {("a." * 127) + "b/name": "x"}}},
+        "spec.pod.labels",
+        "keys must be qualified names",
+    ),
+    InvalidCase(
+        "pod-label-value-invalid",
+        "RewardModelJob",
+        {"spec.pod": {"labels": {"team": "has space"}}},
+        "spec.pod.labels.team",
+        "match",
+    ),
+    InvalidCase(
+        "pod-annotation-of-the-operator",
+        "SFTJob",
+        {"spec.pod": {"annotations": {"prometheus.io/scrape": "false"}}},
+        "spec.pod.annotations",
+        "are set by the operator",
+    ),
+    InvalidCase(
+        "pod-annotation-key-invalid",
+        "SFTJob",
+        {"spec.pod": {"annotations": {"-sidecar": "false"}}},
+        "spec.pod.annotations",
+        "keys must be qualified names",
+    ),
+    InvalidCase(
+        "pod-pull-secret-twice",
+        "SFTJob",
+        {"spec.pod": {"imagePullSecrets": [{"name": "registry"}, {"name": "registry"}]}},
+        "spec.pod.imagePullSecrets",
+        "name each Secret once",
+    ),
+    InvalidCase(
+        "pod-service-account-not-a-name",
+        "SFTJob",
+        {"spec.pod": {"serviceAccountName": "Trainer_Account"}},
+        "spec.pod.serviceAccountName",
+        "match",
+    ),
+    InvalidCase(
+        "pod-token-without-an-account",
+        "PPOJob",
+        {"spec.pod": {"automountServiceAccountToken": True}},
+        "spec.pod.automountServiceAccountToken",
+        "set it too",
+    ),
+    InvalidCase(
+        "pod-scheduler-not-a-name",
+        "SFTJob",
+        {"spec.pod": {"schedulerName": "My Scheduler"}},
+        "spec.pod.schedulerName",
+        "match",
+    ),
+    InvalidCase(
+        "pod-volume-named-like-the-operators",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "output", "emptyDir": {}}]}},
+        "spec.pod.volumes",
+        "are the operator's volumes",
+    ),
+    InvalidCase(
+        "pod-volume-named-like-an-input",
+        "PPOJob",
+        {"spec.pod": {"volumes": [{"name": "input-0", "emptyDir": {}}]}},
+        "spec.pod.volumes",
+        "are the operator's volumes",
+    ),
+    InvalidCase(
+        "pod-volume-name-not-a-dns-label",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "Data", "emptyDir": {}}]}},
+        "spec.pod.volumes[0].name",
+        "should match",
+    ),
+    InvalidCase(
+        "pod-volumes-with-one-name",
+        "SFTJob",
+        {"spec.pod": {"volumes": [_DATA_VOLUME, {"name": "data", "configMap": {"name": "x"}}]}},
+        "spec.pod.volumes",
+        "each volume needs its own name",
+    ),
+    InvalidCase(
+        "pod-volume-unknown-source-field",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "data", "emptyDir": {"sizeLimt": "1Gi"}}]}},
+        "spec.pod.volumes[0].emptyDir.sizeLimt",
+        "unknown field",
+    ),
+    InvalidCase(
+        "pod-volume-csi-without-driver",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "data", "csi": {"readOnly": True}}]}},
+        "spec.pod.volumes[0].csi.driver",
+        "Required value",
+    ),
+    InvalidCase(
+        "pod-volume-with-two-sources",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "data", "emptyDir": {}, "configMap": {"name": "x"}}]}},
+        "spec.pod.volumes",
+        "each volume needs exactly one source",
+    ),
+    InvalidCase(
+        "pod-volume-with-no-source",
+        "SFTJob",
+        {"spec.pod": {"volumes": [{"name": "data"}]}},
+        "spec.pod.volumes",
+        "each volume needs exactly one source",
+    ),
+    InvalidCase(
+        "pod-mount-sub-path-climbs-out",
+        "SFTJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "a/../../b"}],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "subPath must be a relative path",
+    ),
+    InvalidCase(
+        "pod-mount-of-no-volume",
+        "SFTJob",
+        {"spec.pod": {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}},
+        "spec.pod.volumeMounts",
+        "each mount must name one of pod.volumes",
+    ),
+    InvalidCase(
+        "pod-mount-of-the-operators-volume",
+        "SFTJob",
+        {"spec.pod": {"volumeMounts": [{"name": "output", "mountPath": "/data"}]}},
+        "spec.pod.volumeMounts",
+        "each mount must name one of pod.volumes",
+    ),
+    InvalidCase(
+        "pod-mount-under-output",
+        "SFTJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [{"name": "data", "mountPath": "/output/model"}],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "are the operator's mounts",
+    ),
+    InvalidCase(
+        "pod-mount-over-tmp",
+        "RewardModelJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [{"name": "data", "mountPath": "/tmp"}],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "are the operator's mounts",
+    ),
+    InvalidCase(
+        "pod-mount-above-inputs",
+        "PPOJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [{"name": "data", "mountPath": "/etc"}],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "are the operator's mounts",
+    ),
+    InvalidCase(
+        "pod-mount-relative",
+        "SFTJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [{"name": "data", "mountPath": "data"}],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "must be an absolute path",
+    ),
+    InvalidCase(
+        "pod-mount-dot-dot",
+        "SFTJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [{"name": "data", "mountPath": "/data/../output"}],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "must be an absolute path",
+    ),
+    InvalidCase(
+        "pod-mounts-on-one-path",
+        "SFTJob",
+        {
+            "spec.pod": {
+                "volumes": [_DATA_VOLUME],
+                "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "data", "mountPath": "/data", "readOnly": True},
+                ],
+            }
+        },
+        "spec.pod.volumeMounts",
+        "each mount needs its own mountPath",
+    ),
+    InvalidCase(
+        "pod-affinity-unknown-field",
+        "SFTJob",
+        {"spec.pod": {"affinity": {"nodeAfinity": {}}}},
+        "spec.pod.affinity.nodeAfinity",
+        "unknown field",
+    ),
+    InvalidCase(
+        "pod-affinity-wrong-type",
+        "PPOJob",
+        {
+            "spec.pod": {
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}}
+            }
+        },
+        "spec.pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
+        "must be of type object",
+    ),
+    InvalidCase(
+        "pod-topology-spread-without-key",
+        "SFTJob",
+        {"spec.pod": {"topologySpreadConstraints": [{"maxSkew": 1}]}},
+        "spec.pod.topologySpreadConstraints[0].topologyKey",
+        "Required value",
+    ),
+    InvalidCase(
+        "pod-run-as-root",
+        "SFTJob",
+        {"spec.pod": {"securityContext": {"runAsUser": 0}}},
+        "spec.pod.securityContext.runAsUser",
+        "0 is root",
+    ),
+    InvalidCase(
+        "pod-fs-group-change-policy-unknown",
+        "SFTJob",
+        {"spec.pod": {"securityContext": {"fsGroupChangePolicy": "Never"}}},
+        "spec.pod.securityContext.fsGroupChangePolicy",
+        "OnRootMismatch",
+    ),
+    InvalidCase(
+        "network-device-without-domain",
+        "SFTJob",
+        {"spec.resources": {"network": {"devices": {"ib": 1}}}},
+        "spec.resources.network.devices",
+        "extended resource names with a domain",
+    ),
+    InvalidCase(
+        "network-device-is-the-gpu",
+        "SFTJob",
+        {"spec.resources": {"network": {"devices": {"nvidia.com/gpu": 8}}}},
+        "spec.resources.network.devices",
+        "request GPUs with gpusPerNode",
+    ),
+    InvalidCase(
+        "network-device-count-zero",
+        "SFTJob",
+        {"spec.resources": {"network": {"devices": {"rdma/ib": 0}}}},
+        "spec.resources.network.devices.rdma/ib",
+        "greater than or equal to 1",
+    ),
+    InvalidCase(
+        "nccl-variable-not-nccl",
+        "SFTJob",
+        {"spec.distributed": {"nccl": {"variables": {"FI_PROVIDER": "efa"}}}},
+        "spec.distributed.nccl.variables",
+        "names are NCCL_",
+    ),
+    InvalidCase(
+        "nccl-variable-with-its-own-field",
+        "PPOJob",
+        {"spec.distributed": {"nccl": {"variables": {"NCCL_DEBUG": "INFO"}}}},
+        "spec.distributed.nccl.variables",
+        "have their own fields",
+    ),
+    InvalidCase(
+        "nccl-ib-hca-with-a-space",
+        "SFTJob",
+        {"spec.distributed": {"nccl": {"ibHca": "mlx5_0 mlx5_1"}}},
+        "spec.distributed.nccl.ibHca",
+        "match",
+    ),
+    InvalidCase(
+        "nccl-debug-unknown",
+        "SFTJob",
+        {"spec.distributed": {"nccl": {"debug": "LOUD"}}},
+        "spec.distributed.nccl.debug",
+        "TRACE",
+    ),
+]
+
+CASES += POD_AND_NETWORK_CASES

@@ -8,6 +8,7 @@ the checked-in files drift from the models.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import types
 import typing
@@ -22,6 +23,7 @@ from pydantic.fields import FieldInfo
 from .api import CATEGORY, GROUP, KINDS, VERSION, ApiModel, KindInfo
 from .api.base import ListSet
 from .api.job import immutable_field_rules
+from .api.kubernetes_types import KubernetesType
 
 Schema = dict[str, Any]
 
@@ -151,6 +153,9 @@ def _type_schema(annotation: Any, metadata: list[Any]) -> Schema:
         if len(present) != 1:
             raise TypeError(f"unions other than Optional are not structural: {annotation}")
         return _type_schema(present[0], metadata)
+    embedded = [item for item in metadata if isinstance(item, KubernetesType)]
+    if embedded:
+        return copy.deepcopy(embedded[0].schema())
     if origin is typing.Literal:
         return {"type": "string", "enum": list(args)}
     if origin is list:

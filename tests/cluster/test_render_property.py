@@ -182,8 +182,30 @@ NAMES = st.one_of(
 ).filter(lambda name: len(name) <= 253)
 
 
+KUBERNETES_TYPES_IN_POD_SETTINGS = (
+    "affinity",
+    "topologySpreadConstraints",
+    "volumes",
+    "volumeMounts",
+)
+"""spec.pod fields that hold Kubernetes' own core/v1 types, copied into the pod as they are.
+Their structure is checked by the embedded schemas; their finer rules (an `In` selector
+with no values, a volume's per-source rules) are Kubernetes' validation of its own types,
+which no CRD schema can repeat: a job breaking one fails at once with reason ChildInvalid
+and the apiserver's message (tests/unit/test_child_invalid.py). Generated empty here."""
+
+
+def _without_kubernetes_types(spec_schema: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(spec_schema)
+    pod = schema["properties"].get("pod", {}).get("properties", {})
+    for field in KUBERNETES_TYPES_IN_POD_SETTINGS:
+        if field in pod:
+            pod[field] = {"type": "object"} if field == "affinity" else {"enum": [[]]}
+    return schema
+
+
 def manifests(info) -> st.SearchStrategy[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    spec = from_crd_schema(_crd_schema(info)["properties"]["spec"])
+    spec = from_crd_schema(_without_kubernetes_types(_crd_schema(info)["properties"]["spec"]))
     return st.builds(
         lambda name, spec: {
             "apiVersion": "rlhf.dev/v1alpha1",
@@ -252,8 +274,10 @@ def children(stored: dict[str, Any]) -> list[dict[str, Any]]:
 
 def first_pod(rendered_job: dict[str, Any]) -> dict[str, Any]:
     """The pod of index 0 as the Job controller makes it: its labels, and for an Indexed
-    Job the hostname <job>-<index> under the Service's subdomain. The PriorityClass is
-    left out (none exists on the test cluster; the Priority admission would refuse it)."""
+    Job the hostname <job>-<index> under the Service's subdomain. The PriorityClass and
+    the ServiceAccount are left out: none exists on the test cluster, and the Priority and
+    ServiceAccount admission plugins refuse a pod naming one that does not (the CRD checks
+    both names as Kubernetes does: DNS subdomains)."""
     template = copy.deepcopy(rendered_job["spec"]["template"])
     job_name = rendered_job["metadata"]["name"]
     labels = {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": job_name}
@@ -262,6 +286,7 @@ def first_pod(rendered_job: dict[str, Any]) -> dict[str, Any]:
         metadata["labels"]["batch.kubernetes.io/job-completion-index"] = "0"
         template["spec"]["hostname"] = f"{job_name}-0"
     template["spec"].pop("priorityClassName", None)
+    template["spec"].pop("serviceAccountName", None)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
 
 

@@ -296,6 +296,21 @@ def test_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert volume["name"] == mount["name"] and "emptyDir" in volume
 
 
+def test_openshift_leaves_the_operator_ids_to_the_platform(
+    helm_bin: Path, helm_env: dict[str, str]
+) -> None:
+    docs = render(helm_bin, helm_env, "--set", "securityContext.assignedByPlatform=true")
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    security = _container(docs)["securityContext"]
+    assert "runAsUser" not in security and "runAsGroup" not in security
+    assert security["runAsNonRoot"] is True and security["capabilities"] == {"drop": ["ALL"]}
+    kubernetes_validate.validate(only(docs, "Deployment"), KUBE_VERSION, strict=True)
+
+
 def test_deployment_values(helm_bin: Path, helm_env: dict[str, str]) -> None:
     docs = render(
         helm_bin,

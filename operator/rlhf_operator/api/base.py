@@ -145,7 +145,10 @@ def field_errors(error: ValidationError, prefix: Iterable[str] = ()) -> list[Fie
     for detail in error.errors(include_url=False):
         location = [*prefix, *detail["loc"]]
         if detail["type"] == "rule" and detail.get("ctx", {}).get("field"):
-            location += detail["ctx"]["field"].split(".")
+            # Digits are list indexes, as the apiserver writes them: volumes[0].name.
+            location += [
+                int(part) if part.isdigit() else part for part in detail["ctx"]["field"].split(".")
+            ]
         path = _join_path(location)
         message = detail["msg"]
         if detail["type"] == "extra_forbidden":

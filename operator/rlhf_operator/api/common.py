@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .base import ApiModel, ListSet, Rule, at_most_one_of, exactly_one_of
+from .network import DEVICES_ARE_NOT_THE_GPUS, Nccl, Network
 
 QUANTITY_PATTERN = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -293,6 +294,7 @@ class Resources(ApiModel):
             ),
             field="gpuResourceName",
         ),
+        DEVICES_ARE_NOT_THE_GPUS,
     )
 
     nodes: Annotated[int, Field(ge=1, le=512)] = 1
@@ -316,6 +318,8 @@ class Resources(ApiModel):
     """Tolerations for tainted GPU nodes."""
     priority_class_name: ObjectName | None = None
     """PriorityClass of the pods."""
+    network: Network = Field(default_factory=Network)
+    """RDMA devices (InfiniBand, RoCE, EFA) for traffic between nodes; docs/networking.md."""
 
 
 class Distributed(ApiModel):
@@ -324,6 +328,8 @@ class Distributed(ApiModel):
     strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = "ddp"
     """ddp replicates the model; fsdp and deepspeed-zero3 shard parameters, gradients and
     optimizer state; deepspeed-zero2 shards gradients and optimizer state."""
+    nccl: Nccl = Field(default_factory=Nccl)
+    """NCCL settings (interfaces, adapters, debug logging) as environment variables."""
 
 
 # --- storage -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .common import (
     Resources,
     RunPolicy,
 )
+from .pod import PodSettings
 
 MULTI_NODE_NEEDS_SHARED_OUTPUT = Rule(
     cel=(
@@ -140,6 +141,10 @@ class JobSpec(ApiModel):
     ) = None
     """Kueue LocalQueue: the Job is created suspended and admitted by Kueue. A LocalQueue's
     name, at most 63 characters (it becomes a label value)."""
+    pod: PodSettings = Field(default_factory=PodSettings)
+    """Settings of the training pods for the cluster: image pull secrets, service account,
+    affinity, topology spread, scheduler, extra volumes and mounts, labels, annotations,
+    user and group ids."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra environment variables for the training container (e.g. HF_ENDPOINT)."""
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(

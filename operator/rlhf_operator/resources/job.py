@@ -20,10 +20,15 @@ from ..inputs import sources
 from ..settings import OperatorSettings
 from .names import child_names, labels, metadata
 from .objects import RENDEZVOUS_PORT
+from .pod_settings import (
+    customise,
+    mounts_service_account_token,
+    nccl_environment,
+    pod_security_context,
+)
 
 CONTAINER = "trainer"
 USER_ERROR_EXIT_CODES = [65, 78]  # rlhf_trainer.errors: bad data, bad config
-TRAINER_UID = 1000
 GRACE_SECONDS = 120
 """Time for the trainer to write a checkpoint after SIGTERM (eviction, suspension)."""
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
@@ -90,16 +95,10 @@ def _pod_template(
     volumes, mounts = _volumes(job, input_claims)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": mounts_service_account_token(spec.pod),
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": GRACE_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "runAsGroup": TRAINER_UID,
-            "fsGroup": TRAINER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(spec.pod.security_context),
         "containers": [
             {
                 "name": CONTAINER,
@@ -134,7 +133,7 @@ def _pod_template(
     pod_labels = labels(job)
     if spec.queue_name:
         pod_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
-    return {
+    template = {
         "metadata": {
             "labels": pod_labels,
             "annotations": {
@@ -146,6 +145,7 @@ def _pod_template(
         },
         "spec": pod_spec,
     }
+    return customise(template, spec)
 
 
 def _command(job: TrainingJob) -> list[str]:
@@ -196,6 +196,7 @@ def _environment(job: TrainingJob) -> list[dict[str, Any]]:
                     "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
                 }
             )
+    env.extend(nccl_environment(job.spec.distributed.nccl))
     env.extend(variable.to_manifest() for variable in job.spec.env)
     return env
 
