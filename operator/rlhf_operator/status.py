@@ -4,11 +4,13 @@ job's status: phase, conditions, progress, metrics, output. Pure functions."""
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .api import TrainingJob
+from .api.trainer_config import FINAL_MODEL_DIR
 from .chaining import Decision
 from .ownership import LEFTOVER_REASONS
 from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
@@ -145,7 +147,9 @@ def observe(
         names = child_names(job)
         status["output"] = {
             "claimName": names.output_claim,
-            "path": (summary or {}).get("output", "model"),
+            "path": posixpath.join(
+                names.output_folder, (summary or {}).get("output", FINAL_MODEL_DIR)
+            ),
         }
         if summary:
             status["metrics"] = _numbers(summary.get("metrics") or {})

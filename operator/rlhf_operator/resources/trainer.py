@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 from ..api import TrainingJob
 from ..api.trainer_config import (
     OUTPUT_DIR,
@@ -12,6 +14,7 @@ from ..api.trainer_config import (
 from ..inputs import trainer_config
 from ..settings import OperatorSettings
 from .job import input_paths
+from .names import child_names
 
 
 def pod_trainer_config(
@@ -19,12 +22,13 @@ def pod_trainer_config(
     input_claims: dict[InputSlot, tuple[str, str]],
     settings: OperatorSettings,
 ) -> TrainerConfig:
-    """The config a training pod reads: inputs at /inputs/<slot>, output at /output, the
-    termination message and the scratch cache where the pod spec mounts them."""
+    """The config a training pod reads: inputs at /inputs/<slot>, output in the job's own
+    folder of its claim (mounted at /output), the termination message and the scratch
+    cache where the pod spec mounts them."""
     return trainer_config(
         job,
         input_paths=input_paths(input_claims),
-        output=OUTPUT_DIR,
+        output=posixpath.join(OUTPUT_DIR, child_names(job).output_folder),
         metrics_port=settings.metrics_port,
         termination_message_path=TERMINATION_MESSAGE_PATH,
         cache="/cache",
