@@ -245,9 +245,10 @@ STOPPED_DEADLINE_SECONDS = 1
 
 
 def _stop_unstarted_job(status: dict[str, Any], found_job: dict[str, Any]) -> None:
-    """The job failed because its pods did not start: make its Job (``found_job``, the
-    job's own) fail too, so that it never starts them later (when a node frees up, an
-    image appears, or a queue admits it).
+    """The job failed because its pods did not start (or a pod wrote more than its scratch
+    disk, scratch.py): make its Job (``found_job``, the job's own) fail too, so that it
+    never starts them later (when a node frees up, an image appears, or a queue admits
+    it), nor retries into the same disk.
 
     A Job past its activeDeadlineSeconds fails for good (reason DeadlineExceeded) and its
     pods are deleted; suspending it instead would leave it to be resumed (Kueue resumes
@@ -267,7 +268,7 @@ def _stop_unstarted_job(status: dict[str, Any], found_job: dict[str, Any]) -> No
         namespace, name, {"spec": {"activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}}
     )
     found_job["spec"] = {**spec, "activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}
-    log.info("stopped Job %s/%s: its pods did not start in time", namespace, name)
+    log.info("stopped Job %s/%s: %s", namespace, name, status.get("message", ""))
 
 
 def _progress(pods: list[dict[str, Any]], settings: OperatorSettings) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from .chaining import Decision
 from .ownership import LEFTOVER_REASONS
 from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
 from .resources.names import child_names
+from .scratch import SCRATCH_DISK_EXCEEDED, scratch_disk_eviction
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 PODS_NOT_STARTED = "PodsNotStarted"
@@ -221,6 +222,13 @@ def _phase(
             return "Waiting", decision.reason, decision.message
         return "Pending", "Creating", "creating the training Job"
     job_status = batch_job.get("status") or {}
+    complete = any(
+        c.get("type") == "Complete" and c.get("status") == "True"
+        for c in job_status.get("conditions") or []
+    )
+    scratch_eviction = None if complete else scratch_disk_eviction(pods)
+    if scratch_eviction is not None:
+        return "Failed", SCRATCH_DISK_EXCEEDED, scratch_eviction + "; the Job was stopped"
     for condition in job_status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
@@ -262,9 +270,13 @@ def _phase(
 
 
 def stops_its_job(status: dict[str, Any]) -> bool:
-    """Whether the status says the job failed for pods that never started, so its Job
-    must be stopped (it could otherwise start once the cluster changes)."""
-    return status.get("phase") == "Failed" and _reason_of(status, "Failed") == PODS_NOT_STARTED
+    """Whether the status says the job failed for pods that never started (its Job could
+    otherwise start them once the cluster changes) or for a pod over its scratch disk (its
+    Job would retry into the same disk), so its Job must be stopped."""
+    return status.get("phase") == "Failed" and _reason_of(status, "Failed") in (
+        PODS_NOT_STARTED,
+        SCRATCH_DISK_EXCEEDED,
+    )
 
 
 def _failure_detail(pods: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from ..api.common import Resources
 from ..api.trainer_config import (
     CONFIG_PATH,
     INPUTS_DIR,
+    MODEL_CACHE_DIR,
     OUTPUT_DIR,
     TERMINATION_MESSAGE_PATH,
     InputSlot,
@@ -208,6 +209,9 @@ def _resources(job: TrainingJob, settings: OperatorSettings) -> dict[str, Any]:
         requests["cpu"] = limits["cpu"] = resources.cpu
     if resources.memory:
         requests["memory"] = limits["memory"] = resources.memory
+    # The scratch emptyDirs (/tmp, /cache) live on the node's disk: ask for it, and cap it
+    # so a large download evicts this pod (ScratchDiskExceeded), not its neighbours.
+    requests["ephemeral-storage"] = limits["ephemeral-storage"] = resources.scratch_disk
     if resources.gpus_per_node:
         gpu = resources.gpu_resource_name
         if gpu == DEFAULT_GPU_RESOURCE and settings.gpu_resource_name:
@@ -228,8 +232,8 @@ def _volumes(
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config_map}},
         {"name": "output", "persistentVolumeClaim": {"claimName": names.output_claim}},
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": job.spec.resources.scratch_disk}},
+        {"name": "cache", "emptyDir": {"sizeLimit": job.spec.resources.scratch_disk}},
         {
             "name": "dshm",
             "emptyDir": {"medium": "Memory", "sizeLimit": job.spec.resources.shared_memory},
@@ -242,6 +246,20 @@ def _volumes(
         {"name": "cache", "mountPath": "/cache"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
+    model_cache = job.spec.model_cache
+    if model_cache is not None:
+        volumes.append(
+            {
+                "name": "model-cache",
+                "persistentVolumeClaim": {
+                    "claimName": model_cache.claim_name,
+                    "readOnly": model_cache.read_only,
+                },
+            }
+        )
+        mounts.append(
+            {"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": model_cache.read_only}
+        )
     claim_volumes: dict[str, str] = {}
     for slot in sorted(input_claims):
         claim, _ = input_claims[slot]
