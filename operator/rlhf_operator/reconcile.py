@@ -40,6 +40,7 @@ from .resources import (
 from .runpolicy import job_spec_patch
 from .serialize import WrittenStatus
 from .settings import OperatorSettings
+from .sharing import claim_problem, claims_to_read
 from .status import TERMINAL_PHASES, observe, set_condition, stops_its_job
 
 log = logging.getLogger("rlhf_operator")
@@ -111,7 +112,7 @@ def _reconcile(
         found = {
             u: view.training_job(KINDS_BY_NAME[u.kind], namespace, u.name) for u in upstreams(job)
         }
-        decision = decide(job, found)
+        decision = _shared_claims_checked(job, decide(job, found))
         if decision.readiness == "ready":
             ours, blocked = _create_children(job, owner, decision, settings)
             created = metadata.get("creationTimestamp")
@@ -185,6 +186,19 @@ def _keep_final(
         )
         WRITTEN.remember((info.kind, metadata["namespace"], metadata["name"]), written)
     return phase
+
+
+def _shared_claims_checked(job: TrainingJob, decision: Decision) -> Decision:
+    """A ready multi-node job whose claims cannot be mounted on several nodes fails
+    (sharing.py); the claims are read only for such a job, once, before it starts."""
+    if decision.readiness != "ready":
+        return decision
+    namespace = job.metadata.namespace or ""
+    found = {
+        name: kube.get("PersistentVolumeClaim", namespace, name)
+        for name in claims_to_read(job, decision.input_claims)
+    }
+    return claim_problem(job, decision.input_claims, found) or decision
 
 
 def _create_children(
