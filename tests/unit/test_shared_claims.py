@@ -104,3 +104,29 @@ def test_rlhf_render_reads_the_upstreams_folder_as_the_operator_does() -> None:
     assert inputs["policy"] == "/inputs/policy/policy-sft/model"
     # An upstream not in the files: its default claim and folder.
     assert inputs["rewardModel"] == "/inputs/rewardModel/reward-rm/model"
+
+
+def test_a_job_reading_from_the_claim_it_writes_mounts_it_once() -> None:
+    """A downstream on the same existingClaim as its upstream: one volume of the claim,
+    mounted read-write at /output and read-only at /inputs/<slot> (two volumes of one claim
+    in a pod would ask the kubelet to attach it twice)."""
+    ppo = _job("PPOJob", "demo", {**SHARED, "modelCache": {"claimName": "team-storage"}})
+    claims = {
+        "policy": ("team-storage", "policy-sft/model"),
+        "rewardModel": ("reward-rm-output", "reward-rm/model"),
+    }
+    pod = batch_job(ppo, SETTINGS, claims, "h")["spec"]["template"]["spec"]
+    claim_volumes = [
+        (v["name"], v["persistentVolumeClaim"]["claimName"])
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claim_volumes == [("output", "team-storage"), ("input-0", "reward-rm-output")]
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/output"]["name"] == "output" and not mounts["/output"].get("readOnly")
+    assert mounts["/inputs/policy"] == {
+        "name": "output",
+        "mountPath": "/inputs/policy",
+        "readOnly": True,
+    }
+    assert mounts["/model-cache"]["name"] == "output" and mounts["/model-cache"]["readOnly"]

@@ -246,33 +246,27 @@ def _volumes(
         {"name": "cache", "mountPath": "/cache"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
-    model_cache = job.spec.model_cache
-    if model_cache is not None:
-        volumes.append(
-            {
-                "name": "model-cache",
-                "persistentVolumeClaim": {
-                    "claimName": model_cache.claim_name,
-                    "readOnly": model_cache.read_only,
-                },
-            }
-        )
-        mounts.append(
-            {"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": model_cache.read_only}
-        )
-    claim_volumes: dict[str, str] = {}
+    # One volume per claim, however often it is mounted: an output claim that is also
+    # read as an input or as the model cache is mounted again from the same volume.
+    claim_volumes: dict[str, str] = {names.output_claim: "output"}
+
+    def claim_volume(claim: str, name: str, read_only: bool) -> str:
+        if claim not in claim_volumes:
+            claim_volumes[claim] = name
+            volumes.append(
+                {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+            )
+        return claim_volumes[claim]
+
     for slot in sorted(input_claims):
         claim, _ = input_claims[slot]
-        if claim not in claim_volumes:
-            claim_volumes[claim] = f"input-{len(claim_volumes)}"
-            volumes.append(
-                {
-                    "name": claim_volumes[claim],
-                    "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-                }
-            )
+        volume = claim_volume(claim, f"input-{len(claim_volumes) - 1}", read_only=True)
+        mounts.append({"name": volume, "mountPath": input_mount_path(slot), "readOnly": True})
+    model_cache = job.spec.model_cache
+    if model_cache is not None:
+        volume = claim_volume(model_cache.claim_name, "model-cache", model_cache.read_only)
         mounts.append(
-            {"name": claim_volumes[claim], "mountPath": input_mount_path(slot), "readOnly": True}
+            {"name": volume, "mountPath": MODEL_CACHE_DIR, "readOnly": model_cache.read_only}
         )
     return volumes, mounts
 
