@@ -100,6 +100,9 @@ def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     }
     if status.get("podIP"):
         trimmed["status"]["podIP"] = status["podIP"]
+    if status.get("reason") == "Evicted":  # scratch.py: evicted for its own disk use?
+        trimmed["status"]["reason"] = status["reason"]
+        trimmed["status"]["message"] = str(status.get("message") or "")[:1000]
     scheduled = [
         {key: condition[key] for key in ("type", "status", "reason", "message") if key in condition}
         for condition in status.get("conditions") or []

@@ -93,6 +93,8 @@ def trainer_config(
     metrics_host: str = "0.0.0.0",
     termination_message_path: str | None = None,
     cache: str | None = None,
+    hub_cache: str | None = None,
+    hub_cache_read_only: bool = False,
     device: str = "auto",
     linger_seconds: float = 0.0,
 ) -> TrainerConfig:
@@ -108,7 +110,13 @@ def trainer_config(
     telemetry["linger_seconds"] = linger_seconds
     return TrainerConfig(
         job=manifest,  # type: ignore[arg-type]
-        paths=TrainerPaths(output=output, inputs=input_paths, cache=cache),
+        paths=TrainerPaths(
+            output=output,
+            inputs=input_paths,
+            cache=cache,
+            hub_cache=hub_cache,
+            hub_cache_read_only=hub_cache_read_only,
+        ),
         telemetry=TrainerTelemetry(**telemetry),
         device=device,  # type: ignore[arg-type]
     )

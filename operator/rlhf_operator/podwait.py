@@ -27,6 +27,12 @@ SAME_PROBLEM = {"ImagePullBackOff": "ErrImagePull"}
 EVENTS_AFTER_SECONDS = 10
 """A pod still being created (or a Job still without pods) this long has its Warning Events
 read: sooner, almost every pod is just starting."""
+MULTI_ATTACH_HINT = (
+    " (a ReadWriteOnce claim is attached to another node, where another pod uses it: give"
+    " the claim ReadOnlyMany or ReadWriteMany, e.g. the upstream's spec.output.accessModes,"
+    " or run the jobs that read it one after another)"
+)
+"""Said after a Multi-Attach error: which claim it is, the pod's volumes tell."""
 MESSAGE_LIMIT = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -173,7 +179,10 @@ def _pod_wait(pod: Mapping[str, Any], events: list[dict[str, Any]]) -> PodWait:
         return PodWait(_reason(reason), _short(f"{where}: {detail}"))
     found = _newest(events)
     if found is not None:
-        return PodWait(_reason(found.get("reason")), _short(f"pod {name}: {found.get('message')}"))
+        message = f"pod {name}: {found.get('message')}"
+        if "Multi-Attach" in message:
+            message += MULTI_ATTACH_HINT
+        return PodWait(_reason(found.get("reason")), _short(message))
     return PodWait(
         "ContainerCreating", f"pod {name}: creating its containers (image pull, volumes)", False
     )

@@ -41,6 +41,7 @@ from .resources import (
 from .runpolicy import job_spec_patch
 from .serialize import WrittenStatus
 from .settings import OperatorSettings
+from .sharing import claim_problem, claims_to_read
 from .status import TERMINAL_PHASES, observe, set_condition, stops_its_job
 
 log = logging.getLogger("rlhf_operator")
@@ -116,7 +117,7 @@ def _reconcile(
         found = {
             u: view.training_job(KINDS_BY_NAME[u.kind], namespace, u.name) for u in upstreams(job)
         }
-        decision = decide(job, found)
+        decision = _shared_claims_checked(job, decide(job, found))
         if decision.readiness == "ready":
             try:
                 ours, blocked = _create_children(job, owner, decision, settings)
@@ -224,6 +225,19 @@ def _with_health(
     return conditions
 
 
+def _shared_claims_checked(job: TrainingJob, decision: Decision) -> Decision:
+    """A ready multi-node job whose claims cannot be mounted on several nodes fails
+    (sharing.py); the claims are read only for such a job, once, before it starts."""
+    if decision.readiness != "ready":
+        return decision
+    namespace = job.metadata.namespace or ""
+    found = {
+        name: kube.get("PersistentVolumeClaim", namespace, name)
+        for name in claims_to_read(job, decision.input_claims)
+    }
+    return claim_problem(job, decision.input_claims, found) or decision
+
+
 def _create_children(
     job: TrainingJob, owner: Owner, decision: Decision, settings: OperatorSettings
 ) -> tuple[dict[str, Any] | None, Leftover | None]:
@@ -282,9 +296,10 @@ STOPPED_DEADLINE_SECONDS = 1
 
 
 def _stop_unstarted_job(status: dict[str, Any], found_job: dict[str, Any]) -> None:
-    """The job failed because its pods did not start: make its Job (``found_job``, the
-    job's own) fail too, so that it never starts them later (when a node frees up, an
-    image appears, or a queue admits it).
+    """The job failed because its pods did not start (or a pod wrote more than its scratch
+    disk, scratch.py): make its Job (``found_job``, the job's own) fail too, so that it
+    never starts them later (when a node frees up, an image appears, or a queue admits
+    it), nor retries into the same disk.
 
     A Job past its activeDeadlineSeconds fails for good (reason DeadlineExceeded) and its
     pods are deleted; suspending it instead would leave it to be resumed (Kueue resumes
@@ -304,7 +319,7 @@ def _stop_unstarted_job(status: dict[str, Any], found_job: dict[str, Any]) -> No
         namespace, name, {"spec": {"activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}}
     )
     found_job["spec"] = {**spec, "activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}
-    log.info("stopped Job %s/%s: its pods did not start in time", namespace, name)
+    log.info("stopped Job %s/%s: %s", namespace, name, status.get("message", ""))
 
 
 def _progress(pods: list[dict[str, Any]], settings: OperatorSettings) -> dict[str, Any] | None:

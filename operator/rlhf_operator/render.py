@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from .api import TrainingJob, kind_info
 from .api.trainer_config import FINAL_MODEL_DIR, InputSlot
 from .inputs import inputs
 from .resources import child_names, pod_trainer_config
+from .resources.names import output_folder
 from .settings import OperatorSettings
 
 
@@ -27,7 +29,8 @@ def input_claims(job: TrainingJob, jobs: list[TrainingJob]) -> dict[InputSlot, t
                 if upstream is not None
                 else f"{needed.upstream.name}-{kind_info(needed.upstream.kind).stage}-output"
             )
-            claims[needed.slot] = (name, FINAL_MODEL_DIR)
+            folder = output_folder(needed.upstream.name, needed.upstream.kind)
+            claims[needed.slot] = (name, posixpath.join(folder, FINAL_MODEL_DIR))
     return claims
 
 

@@ -4,16 +4,19 @@ job's status: phase, conditions, progress, metrics, output. Pure functions."""
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .api import TrainingJob
+from .api.trainer_config import FINAL_MODEL_DIR
 from .chaining import Decision
 from .health import health
 from .ownership import LEFTOVER_REASONS
 from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
 from .resources.names import child_names
+from .scratch import SCRATCH_DISK_EXCEEDED, scratch_disk_eviction
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 PODS_NOT_STARTED = "PodsNotStarted"
@@ -145,7 +148,9 @@ def observe(
         names = child_names(job)
         status["output"] = {
             "claimName": names.output_claim,
-            "path": (summary or {}).get("output", "model"),
+            "path": posixpath.join(
+                names.output_folder, (summary or {}).get("output", FINAL_MODEL_DIR)
+            ),
         }
         if summary:
             status["metrics"] = _numbers(summary.get("metrics") or {})
@@ -217,6 +222,13 @@ def _phase(
             return "Waiting", decision.reason, decision.message
         return "Pending", "Creating", "creating the training Job"
     job_status = batch_job.get("status") or {}
+    complete = any(
+        c.get("type") == "Complete" and c.get("status") == "True"
+        for c in job_status.get("conditions") or []
+    )
+    scratch_eviction = None if complete else scratch_disk_eviction(pods)
+    if scratch_eviction is not None:
+        return "Failed", SCRATCH_DISK_EXCEEDED, scratch_eviction + "; the Job was stopped"
     for condition in job_status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
@@ -258,9 +270,13 @@ def _phase(
 
 
 def stops_its_job(status: dict[str, Any]) -> bool:
-    """Whether the status says the job failed for pods that never started, so its Job
-    must be stopped (it could otherwise start once the cluster changes)."""
-    return status.get("phase") == "Failed" and _reason_of(status, "Failed") == PODS_NOT_STARTED
+    """Whether the status says the job failed for pods that never started (its Job could
+    otherwise start them once the cluster changes) or for a pod over its scratch disk (its
+    Job would retry into the same disk), so its Job must be stopped."""
+    return status.get("phase") == "Failed" and _reason_of(status, "Failed") in (
+        PODS_NOT_STARTED,
+        SCRATCH_DISK_EXCEEDED,
+    )
 
 
 def _failure_detail(pods: list[dict[str, Any]]) -> dict[str, Any]:

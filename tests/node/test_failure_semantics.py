@@ -93,7 +93,7 @@ def test_suspend_sends_sigterm_and_the_trainer_checkpoints_within_the_grace_peri
         assert time.monotonic() - suspended_at < 130, "the pod outlived its grace period"
         time.sleep(0.3)
     stopped_within = time.monotonic() - suspended_at
-    checkpoints = pipeline.claim_folder("graceful-sft-output") / "checkpoints"
+    checkpoints = pipeline.claim_folder("graceful-sft-output") / "graceful-sft" / "checkpoints"
     steps = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
     # The SIGTERM checkpoint is at the step training reached, not at an interval.
     assert steps[-1] > seen_step and steps[-1] % 50 != 0, (steps, seen_step)

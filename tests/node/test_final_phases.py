@@ -36,7 +36,7 @@ def test_a_succeeded_job_is_not_trained_again_after_the_ttl_removed_its_job(pipe
         30,
         "the TTL controller to remove the Job",
     )
-    model = pipeline.claim_folder("final-sft-output") / "model"
+    model = pipeline.claim_folder("final-sft-output") / "final-sft" / "model"
     written = {p.name: p.stat().st_mtime_ns for p in model.iterdir()}
 
     pipeline.kubectl(

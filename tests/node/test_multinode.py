@@ -39,12 +39,14 @@ def test_sft_then_ppo_on_two_nodes_rendezvous_through_dns_and_succeed(pipeline) 
         log = pipeline.logs(pod["metadata"]["name"])
         # Both ranks joined one gloo group of two (torchrun's env reaches the trainer).
         assert " of world size 2 on cpu" in log, log[-3000:]
-    model = pipeline.claim_folder("smoke-sft-sft-output") / "model"
+    model = pipeline.claim_folder("smoke-sft-sft-output") / "smoke-sft-sft" / "model"
     assert (model / "COMPLETE").exists() and (model / "config.json").exists()
 
     ppo_done = pipeline.wait_for_phase("ppojob", "smoke-ppo", "Succeeded", 600)
     assert ppo_done["status"]["attempts"] == 1
     metrics = json.loads(
-        (pipeline.claim_folder("smoke-ppo-ppo-output") / "metrics.json").read_text()
+        (
+            pipeline.claim_folder("smoke-ppo-ppo-output") / "smoke-ppo-ppo" / "metrics.json"
+        ).read_text()
     )
     assert metrics["phase"] == "Succeeded"

@@ -35,13 +35,14 @@ def _long_sft(name: str = "long", steps: int = 1500) -> dict:
 
 
 def _checkpoint_appears(pipeline, claim: str, step: int, timeout: float = 240) -> None:  # type: ignore[no-untyped-def]
-    """Wait for the checkpoint on the claim (bound once its first pod is scheduled)."""
+    """Wait for the checkpoint on the claim (bound once its first pod is scheduled), in the
+    job's folder there (``<name>-<stage>``, the claim's name without -output)."""
     deadline = time.monotonic() + timeout
     marker = None
     while marker is None or not marker.exists():
         assert time.monotonic() < deadline, f"no checkpoint-{step} on {claim}"
         try:
-            folder = pipeline.claim_folder(claim)
+            folder = pipeline.claim_folder(claim) / claim.removesuffix("-output")
         except LookupError:
             folder = None
         if folder is not None:
@@ -80,7 +81,8 @@ def test_smoke_pipeline_runs_in_order_through_the_real_trainer(pipeline) -> None
         (ppo, "eval/reward_policy"),
     ):
         status = body["status"]
-        assert status["output"]["path"] == "model"
+        stage = {"SFTJob": "sft", "RewardModelJob": "rm", "PPOJob": "ppo"}[body["kind"]]
+        assert status["output"]["path"] == f"{body['metadata']['name']}-{stage}/model"
         assert figure in status["metrics"]
         assert status["keyMetric"].startswith(figure)
         assert status["progress"]["percent"] == 100
@@ -112,10 +114,10 @@ def test_smoke_pipeline_runs_in_order_through_the_real_trainer(pipeline) -> None
     }
     config = json.loads(pipeline.get("configmap", "smoke-ppo-ppo-config")["data"]["config.json"])
     assert config["paths"]["inputs"] == {
-        "policy": "/inputs/policy/model",
-        "rewardModel": "/inputs/rewardModel/model",
+        "policy": "/inputs/policy/smoke-sft-sft/model",
+        "rewardModel": "/inputs/rewardModel/smoke-rm-rm/model",
     }
-    ppo_output = pipeline.claim_folder("smoke-ppo-ppo-output")
+    ppo_output = pipeline.claim_folder("smoke-ppo-ppo-output") / "smoke-ppo-ppo"
     assert (ppo_output / "model" / "COMPLETE").exists()
     assert json.loads((ppo_output / "metrics.json").read_text())["phase"] == "Succeeded"
 
@@ -243,7 +245,9 @@ def test_suspend_stops_the_pods_keeps_checkpoints_and_resume_continues(pipeline)
         assert time.monotonic() < deadline
         time.sleep(0.2)
     checkpoints = list(
-        (pipeline.claim_folder("paused-sft-output") / "checkpoints").glob("checkpoint-*")
+        (pipeline.claim_folder("paused-sft-output") / "paused-sft" / "checkpoints").glob(
+            "checkpoint-*"
+        )
     )
     assert checkpoints
     _set_suspend(pipeline, "paused", False)

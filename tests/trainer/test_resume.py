@@ -156,3 +156,34 @@ def test_the_published_model_is_readable_by_other_users(tmp_path: Path) -> None:
     for path in [published, *published.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_checkpoints_of_another_spec_are_not_resumed(write_config) -> None:
+    """A job re-created with the same name on a kept claim (issue 14, item 6): the earlier
+    run's checkpoints are not resumed by a changed spec; the same spec resumes them."""
+    config, output = write_config(job_manifest("SFTJob", "recreated", SPEC))
+    first = _start(config)
+    _wait_for_checkpoint(output, 40, first)
+    first.send_signal(signal.SIGTERM)
+    code, log = _finish(first)
+    assert code == EXIT_INTERRUPTED, log
+    recorded = json.loads((output / "checkpoints" / "spec.json").read_text())
+    assert recorded["spec"]["training"]["learningRate"] == 1e-3
+
+    changed = {**SPEC, "training": {**SPEC["training"], "learningRate": 5e-4, "maxSteps": 60}}
+    config, _ = write_config(job_manifest("SFTJob", "recreated", changed))
+    code, log = _finish(_start(config))
+    assert code == 0, log
+    assert "resuming from" not in log
+    assert "not resuming the checkpoints" in log
+    assert "spec.training.learningRate: 0.001 -> 0.0005" in log
+    result = summary(output)
+    assert result["steps"] == 60
+    logged = [row["step"] for row in result["history"] if "loss" in row]
+    assert logged[0] <= 10  # trained from the start, not from checkpoint-40
+    assert (
+        json.loads((output / "checkpoints" / "spec.json").read_text())["spec"]["training"][
+            "learningRate"
+        ]
+        == 5e-4
+    )

@@ -89,10 +89,10 @@ def test_render_gives_the_config_the_pods_read() -> None:
     assert sorted(configs) == ["qwen-ppo-ppo", "qwen-rm-rm", "qwen-sft-sft"]
     ppo = configs["qwen-ppo-ppo"]
     assert ppo["paths"]["inputs"] == {
-        "policy": "/inputs/policy/model",
-        "rewardModel": "/inputs/rewardModel/model",
+        "policy": "/inputs/policy/qwen-sft-sft/model",
+        "rewardModel": "/inputs/rewardModel/qwen-rm-rm/model",
     }
-    assert ppo["paths"]["output"] == "/output"
+    assert ppo["paths"]["output"] == "/output/qwen-ppo-ppo"
     assert ppo["telemetry"]["terminationMessagePath"] == "/dev/termination-log"
     assert ppo["job"]["spec"]["ppo"]["klCoef"] == 0.05
     printed = _rlhf("render", str(ROOT / "examples" / "pipeline.yaml"))

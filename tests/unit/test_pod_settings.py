@@ -191,8 +191,10 @@ def test_every_label_and_annotation_the_operator_sets_is_refused_in_spec_pod() -
 
 
 def test_every_volume_and_mount_of_the_operator_is_refused_in_spec_pod() -> None:
+    with_cache = minimal_manifest("PPOJob")
+    with_cache["spec"]["modelCache"] = {"claimName": "hf-cache"}
     rendered = batch_job(
-        parse_manifest(minimal_manifest("PPOJob")),
+        parse_manifest(with_cache),
         SETTINGS,
         {"policy": ("p", "model"), "rewardModel": ("r", "model")},
         "h",

@@ -148,7 +148,12 @@ def test_gpus_resources_and_placement() -> None:
     )
     pod = batch_job(job, SETTINGS, {}, "h")["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["resources"]["limits"] == {"cpu": "16", "memory": "128Gi", "amd.com/gpu": "4"}
+    assert container["resources"]["limits"] == {
+        "cpu": "16",
+        "memory": "128Gi",
+        "amd.com/gpu": "4",
+        "ephemeral-storage": "20Gi",
+    }
     assert container["command"] == [
         "torchrun",
         "--nproc_per_node=4",
@@ -162,7 +167,8 @@ def test_gpus_resources_and_placement() -> None:
         _job("SFTJob"), OperatorSettings(gpu_resource_name="gpu.intel.com/i915"), {}, "h"
     )
     assert default_gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
-        "gpu.intel.com/i915": "1"
+        "gpu.intel.com/i915": "1",
+        "ephemeral-storage": "20Gi",
     }
 
 

@@ -23,6 +23,7 @@ from rlhf_operator.api import field_errors
 from rlhf_operator.api.trainer_config import FINAL_MODEL_DIR, TrainerConfig
 
 from .errors import ConfigError, TransientError, UserError
+from .resumption import prepare_checkpoints
 from .telemetry import Telemetry, write_summary, write_termination_message
 
 EXIT_INTERRUPTED = 143
@@ -213,6 +214,7 @@ def run_stage(stage: str, config_path: Path, train: Callable[[Context], StageRes
             stop=stop,
         )
         context.output_dir.mkdir(parents=True, exist_ok=True)
+        prepare_checkpoints(context.checkpoint_dir, config.job, context.is_main)
         seed_everything(config.job.spec.training.seed)
         telemetry.start(config.telemetry.metrics_host, config.telemetry.metrics_port)
         if telemetry.address and context.is_main:

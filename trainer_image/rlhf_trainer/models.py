@@ -31,7 +31,12 @@ def resolve(source: ModelSource, slot: InputSlot, config: TrainerConfig) -> dict
         token = os.environ.get(hub_token_variable(slot))
         if token:
             arguments["token"] = token
-        if config.paths.cache:
+        if config.paths.hub_cache:
+            # The job's modelCache: a shared cache, perhaps read-only (never written then).
+            arguments["cache_dir"] = config.paths.hub_cache
+            if config.paths.hub_cache_read_only:
+                arguments["local_files_only"] = True
+        elif config.paths.cache:
             arguments["cache_dir"] = os.path.join(config.paths.cache, "hub")
         return arguments
     path = config.paths.inputs.get(slot)
@@ -107,6 +112,8 @@ def check_head_size(
         found = AutoConfig.from_pretrained(**arguments)
     except (OSError, ValueError) as error:
         where = arguments["pretrained_model_name_or_path"]
+        if arguments.get("local_files_only"):
+            raise not_in_read_only_cache(where, arguments["cache_dir"], slot) from error
         raise ConfigError(f"cannot load {where}: {error}", field=f"spec.{slot}") from error
     size = head_size(found)
     wanted = len(labels) if labels else 1
@@ -148,4 +155,15 @@ def _load(
         return factory.from_pretrained(**arguments, **extra)
     except OSError as error:
         where = arguments["pretrained_model_name_or_path"]
+        if arguments.get("local_files_only"):
+            raise not_in_read_only_cache(where, arguments["cache_dir"], slot) from error
         raise load_failure(error, where, f"spec.{slot}") from error
+
+
+def not_in_read_only_cache(model: str, cache: str, slot: InputSlot) -> ConfigError:
+    return ConfigError(
+        f"{model} is not in the model cache {cache} (spec.modelCache is read-only, so"
+        " nothing is downloaded): download it into the claim first (HF_HOME=<that folder>"
+        f" hf download {model}), or set spec.modelCache.readOnly: false",
+        field=f"spec.{slot}",
+    )

@@ -318,6 +318,11 @@ class Resources(ApiModel):
     """Tolerations for tainted GPU nodes."""
     priority_class_name: ObjectName | None = None
     """PriorityClass of the pods."""
+    scratch_disk: Quantity = "20Gi"
+    """Local disk per pod for downloads (Hub models and datasets, in /cache) and temporary
+    files (/tmp): requested as ephemeral-storage, so the pod is placed on a node with that
+    much disk, and its limit. A pod that writes more is evicted and the job fails with
+    reason ScratchDiskExceeded (raise this, or read models from a modelCache claim)."""
     network: Network = Field(default_factory=Network)
     """RDMA devices (InfiniBand, RoCE, EFA) for traffic between nodes; docs/networking.md."""
 
@@ -369,6 +374,23 @@ class Output(ApiModel):
     """Write into this existing claim instead of creating one."""
     retain: bool = False
     """Keep the claim the operator created when the job is deleted."""
+
+
+class ModelCache(ApiModel):
+    """An existing claim holding a Hugging Face cache, shared by jobs and nodes so each
+    model is downloaded once: Hub models (``hub`` sources) are read from, and with
+    ``readOnly: false`` downloaded into, its ``hub/`` folder (the layout of HF_HOME;
+    fill it with e.g. ``HF_HOME=<folder> hf download <model id>``)."""
+
+    claim_name: ObjectName
+    """Name of the PersistentVolumeClaim; more than one node needs it ReadOnlyMany or
+    ReadWriteMany."""
+    path: RelativePath = "."
+    """The folder in the claim that is the HF_HOME (it holds hub/)."""
+    read_only: bool = True
+    """Mount it read-only and never download: a model missing from the cache fails the job
+    (exit 78) saying which. false mounts it read-write and downloads what is missing into
+    it (Hugging Face's lock files keep concurrent downloads apart)."""
 
 
 # --- run policy ----------------------------------------------------------------------

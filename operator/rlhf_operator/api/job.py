@@ -13,6 +13,7 @@ from .common import (
     IMAGE_PATTERN,
     Distributed,
     EnvVar,
+    ModelCache,
     Output,
     Resources,
     RunPolicy,
@@ -155,3 +156,6 @@ class JobSpec(ApiModel):
     claim); "mlflow": the server in MLFLOW_TRACKING_URI (and MLFLOW_EXPERIMENT_NAME);
     "wandb": Weights & Biases with WANDB_API_KEY (and WANDB_PROJECT). Set those in env,
     secrets with valueFrom; the trainer image must hold the tracker's package."""
+    model_cache: ModelCache | None = None
+    """A pre-populated Hugging Face cache on an existing claim to load Hub models from,
+    instead of downloading them into each pod's scratch disk."""

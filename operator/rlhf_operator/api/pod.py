@@ -44,9 +44,9 @@ OPERATOR_PREFIXES = ("rlhf.dev/", "batch.kubernetes.io/", "kueue.x-k8s.io/")
 """Label and annotation prefixes of the operator, the Job controller and Kueue (set
 Kueue's queue with spec.queueName)."""
 
-OPERATOR_VOLUMES = ("config", "output", "tmp", "cache", "dshm")
+OPERATOR_VOLUMES = ("config", "output", "tmp", "cache", "dshm", "model-cache")
 OPERATOR_VOLUME_PREFIX = "input-"
-OPERATOR_MOUNT_FOLDERS = ("/etc/rlhf", "/output", "/inputs", "/dev/shm")
+OPERATOR_MOUNT_FOLDERS = ("/etc/rlhf", "/output", "/inputs", "/dev/shm", "/model-cache")
 """The operator's mounts: nothing may be mounted on, under or above them."""
 OPERATOR_MOUNT_POINTS = ("/tmp", "/cache")
 """The operator's writable scratch mounts: nothing may be mounted on or above them (a

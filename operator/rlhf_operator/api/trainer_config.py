@@ -20,6 +20,8 @@ InputSlot = Literal["model", "policy", "rewardModel", "valueModel", "dataset"]
 CONFIG_PATH = "/etc/rlhf/config.json"
 OUTPUT_DIR = "/output"
 INPUTS_DIR = "/inputs"
+MODEL_CACHE_DIR = "/model-cache"
+"""Where a job's modelCache claim is mounted."""
 METRICS_PORT = 9090
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 FINAL_MODEL_DIR = "model"
@@ -46,6 +48,11 @@ class TrainerPaths(ApiModel):
     (e.g. {"policy": "/inputs/policy/model"}). Hub ids and presets need no path."""
     cache: str | None = None
     """Writable folder for downloaded and generated models; a temporary folder when unset."""
+    hub_cache: str | None = None
+    """A Hugging Face hub cache folder (HF_HOME's hub/) to load Hub models from instead of
+    downloading them into ``cache`` (the job's modelCache)."""
+    hub_cache_read_only: bool = False
+    """Never download into hub_cache: a model missing there is a config error."""
 
 
 class TrainerTelemetry(ApiModel):

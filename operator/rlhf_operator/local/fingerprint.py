@@ -1,11 +1,12 @@
 """What determines a stage's results, so a changed manifest never reuses old ones.
 
 A stage's fingerprint holds the parts of its spec that change what it trains (not
-``runPolicy``, ``resources``, ``output``, ``image``, ``queueName`` or ``distributed``,
-which only change how and where it runs) and the identity of each input: an upstream
-stage's fingerprint, or a ``--claim`` folder's listing (names, sizes, modification
-times). Each run of a stage also gets a run id; a downstream stage records the run ids
-it read, so retraining an upstream stage (even with the same spec) makes it stale.
+``runPolicy``, ``resources``, ``output``, ``image``, ``queueName``, ``distributed``,
+``trackers`` or ``modelCache``, which only change how and where it runs) and the identity
+of each input: an upstream stage's fingerprint, or a ``--claim`` folder's listing (names,
+sizes, modification times). Each run of a stage also gets a run id; a downstream stage
+records the run ids it read, so retraining an upstream stage (even with the same spec)
+makes it stale.
 
 Everything here is pure except ``folder_identity`` (it lists a folder) and the two
 functions that read and write ``fingerprint.json``.
@@ -31,6 +32,7 @@ HOW_IT_RUNS = (
     "queueName",
     "distributed",
     "trackers",
+    "modelCache",
 )
 
 

@@ -11,6 +11,7 @@ from ..api.common import Resources
 from ..api.trainer_config import (
     CONFIG_PATH,
     INPUTS_DIR,
+    MODEL_CACHE_DIR,
     OUTPUT_DIR,
     TERMINATION_MESSAGE_PATH,
     InputSlot,
@@ -209,6 +210,9 @@ def _resources(job: TrainingJob, settings: OperatorSettings) -> dict[str, Any]:
         requests["cpu"] = limits["cpu"] = resources.cpu
     if resources.memory:
         requests["memory"] = limits["memory"] = resources.memory
+    # The scratch emptyDirs (/tmp, /cache) live on the node's disk: ask for it, and cap it
+    # so a large download evicts this pod (ScratchDiskExceeded), not its neighbours.
+    requests["ephemeral-storage"] = limits["ephemeral-storage"] = resources.scratch_disk
     if resources.gpus_per_node:
         gpu = resources.gpu_resource_name
         if gpu == DEFAULT_GPU_RESOURCE and settings.gpu_resource_name:
@@ -229,8 +233,8 @@ def _volumes(
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config_map}},
         {"name": "output", "persistentVolumeClaim": {"claimName": names.output_claim}},
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": job.spec.resources.scratch_disk}},
+        {"name": "cache", "emptyDir": {"sizeLimit": job.spec.resources.scratch_disk}},
         {
             "name": "dshm",
             "emptyDir": {"medium": "Memory", "sizeLimit": job.spec.resources.shared_memory},
@@ -243,19 +247,27 @@ def _volumes(
         {"name": "cache", "mountPath": "/cache"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
-    claim_volumes: dict[str, str] = {}
+    # One volume per claim, however often it is mounted: an output claim that is also
+    # read as an input or as the model cache is mounted again from the same volume.
+    claim_volumes: dict[str, str] = {names.output_claim: "output"}
+
+    def claim_volume(claim: str, name: str, read_only: bool) -> str:
+        if claim not in claim_volumes:
+            claim_volumes[claim] = name
+            volumes.append(
+                {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+            )
+        return claim_volumes[claim]
+
     for slot in sorted(input_claims):
         claim, _ = input_claims[slot]
-        if claim not in claim_volumes:
-            claim_volumes[claim] = f"input-{len(claim_volumes)}"
-            volumes.append(
-                {
-                    "name": claim_volumes[claim],
-                    "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-                }
-            )
+        volume = claim_volume(claim, f"input-{len(claim_volumes) - 1}", read_only=True)
+        mounts.append({"name": volume, "mountPath": input_mount_path(slot), "readOnly": True})
+    model_cache = job.spec.model_cache
+    if model_cache is not None:
+        volume = claim_volume(model_cache.claim_name, "model-cache", model_cache.read_only)
         mounts.append(
-            {"name": claim_volumes[claim], "mountPath": input_mount_path(slot), "readOnly": True}
+            {"name": volume, "mountPath": MODEL_CACHE_DIR, "readOnly": model_cache.read_only}
         )
     return volumes, mounts
 

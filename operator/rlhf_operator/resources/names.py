@@ -21,6 +21,8 @@ class ChildNames:
     config_map: str
     output_claim: str
     service: str
+    output_folder: str
+    """The job's folder inside its output claim: jobs sharing a claim never meet."""
 
 
 def child_names(job: TrainingJob) -> ChildNames:
@@ -30,7 +32,14 @@ def child_names(job: TrainingJob) -> ChildNames:
         config_map=f"{base}-config",
         output_claim=job.spec.output.existing_claim or f"{base}-output",
         service=base,
+        output_folder=output_folder(job.metadata.name, kind_info(job).kind),
     )
+
+
+def output_folder(name: str, kind: str) -> str:
+    """Where a job writes inside its output claim, ``<name>-<stage>`` (also the name of its
+    folder in local mode): checkpoints/, model/, metrics.json, report.html..."""
+    return f"{name}-{kind_info(kind).stage}"
 
 
 def labels(job: TrainingJob) -> dict[str, str]:
