@@ -1,0 +1,111 @@
+"""The trainer's launcher (rlhf_trainer.launch): torchrun's agent, run for real on two CPU
+processes, with the trainer's exit code as the launcher's and the pod's grace period as the
+workers' time to checkpoint after SIGTERM (issue 14 item 5)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from rlhf_trainer.launch import exit_code, shutdown_seconds
+
+WORKER = Path(__file__).with_name("launch_worker.py")
+LAUNCHER = [sys.executable, "-m", "rlhf_trainer.launch"]
+
+
+def _launch(
+    folder: Path, environment: dict[str, str], script: list[str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            *LAUNCHER,
+            "--nproc_per_node=2",
+            "--standalone",
+            "--monitor-interval=0.1",
+            *(script or [str(WORKER)]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WORKER_FOLDER": str(folder), **environment},
+    )
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return process.returncode, out
+
+
+@pytest.mark.parametrize(("rank", "code"), [(1, 65), (0, 78), (1, 3)])
+def test_the_failing_ranks_exit_code_is_the_launchers(tmp_path: Path, rank: int, code: int) -> None:
+    """Bare torchrun exits 1 here whatever the worker exited with."""
+    process = _launch(tmp_path, {"WORKER_FAIL_RANK": str(rank), "WORKER_FAIL_CODE": str(code)})
+    returncode, log = _finish(process)
+    assert returncode == code, log[-3000:]
+    assert f"rank {rank}: {code}" in log
+
+
+def test_the_trainers_config_error_under_the_launcher_exits_78(tmp_path: Path) -> None:
+    """The real trainer on both ranks: a config it cannot read is EX_CONFIG, not 1."""
+    process = _launch(
+        tmp_path,
+        {},
+        ["-m", "rlhf_trainer", "sft", "--config", str(tmp_path / "missing.json")],
+    )
+    returncode, log = _finish(process)
+    assert returncode == 78, log[-3000:]
+
+
+def test_sigterm_leaves_the_workers_the_grace_period_to_checkpoint(tmp_path: Path) -> None:
+    """torch's own shutdown timeout (TORCH_ELASTIC_SHUTDOWN_TIMEOUT, 30 s by default, 1 s
+    here) SIGKILLs workers still checkpointing; the launcher's timeout (the pod's grace
+    period less a margin; 20 s here through RLHF_SHUTDOWN_TIMEOUT_SECONDS) lets a 4 s
+    checkpoint finish on both ranks, and the launcher exits 143 like the trainer."""
+    process = _launch(
+        tmp_path,
+        {
+            "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "1",
+            "RLHF_SHUTDOWN_TIMEOUT_SECONDS": "20",
+            "WORKER_CHECKPOINT_SECONDS": "4",
+        },
+    )
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("up-*"))) < 2:
+        assert process.poll() is None, _finish(process)[1][-3000:]
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # the kubelet signals the container's first process
+    returncode, log = _finish(process)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [
+        "checkpoint-0",
+        "checkpoint-1",
+    ], log[-3000:]
+    assert returncode == 143, log[-3000:]
+
+
+def _failure(code: int, timestamp: int) -> SimpleNamespace:
+    return SimpleNamespace(exitcode=code, timestamp=timestamp)
+
+
+def test_exit_code_prefers_a_user_error_then_the_first_failure() -> None:
+    assert exit_code({0: _failure(1, 5), 1: _failure(65, 7)}) == 65
+    assert exit_code({0: _failure(1, 9), 1: _failure(3, 7)}) == 3
+    assert exit_code({1: _failure(4, 7), 0: _failure(5, 7)}) == 5  # same second: lowest rank
+    assert exit_code({0: _failure(143, 7), 1: _failure(3, 7)}) == 3  # 0 stopped by the agent
+    assert exit_code({0: _failure(143, 7)}) == 143
+    assert exit_code({0: _failure(-9, 1)}) == 137  # SIGKILL, as a shell reports it
+
+
+def test_shutdown_seconds_default_to_the_grace_period_less_a_margin() -> None:
+    assert shutdown_seconds({}) == 110
+    assert shutdown_seconds({"RLHF_SHUTDOWN_TIMEOUT_SECONDS": "42"}) == 42
