@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import kube, metrics, podwait
+from . import groupfailure, kube, metrics, podwait
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .cache import ClusterView
 from .chaining import Decision, decide
@@ -129,7 +129,13 @@ def _reconcile(
     if ours is not None:
         for uid in podwait.event_subjects(ours, pods, datetime.now(UTC)):
             events[uid] = kube.warning_events(namespace, uid)
-    observation = observe(job, previous, decision, ours, pods, progress, warning_events=events)
+    if ours is not None:
+        group = groupfailure.decide(job, previous, ours, pods)
+    else:
+        group = groupfailure.awaiting_replacement(job, previous, cached_pods)
+    observation = observe(
+        job, previous, decision, ours, pods, progress, warning_events=events, group=group
+    )
     if observation.status != previous:
         written = kube.patch_status(
             info,
@@ -141,6 +147,8 @@ def _reconcile(
         WRITTEN.remember((info.kind, namespace, job.metadata.name), written)
     if ours is not None:
         _stop_unstarted_job(observation.status, ours)
+        if group.action in ("restart", "replacing"):
+            _replace_group(ours)  # after the status records the restart: counted once
     for event_type, reason, message in observation.events:
         kube.post_event(info, body, event_type, reason, message)
     phase = observation.status.get("phase")
@@ -238,6 +246,17 @@ def _apply_run_policy(job: TrainingJob, found_job: dict[str, Any], outcome_recor
             for key, value in {**(found_job.get("spec") or {}), **patch}.items()
             if value is not None
         }
+
+
+def _replace_group(failed_job: dict[str, Any]) -> None:
+    """Delete a multi-node job's failed Job and its pods (groupfailure.py): foreground, so
+    the Job stays until every pod is gone and a fresh Job (made by the usual creation once
+    it is gone) never runs beside a pod of the old one still writing a checkpoint."""
+    metadata = failed_job["metadata"]
+    if metadata.get("deletionTimestamp"):
+        return
+    kube.delete_batch_job(metadata["namespace"], metadata["name"], metadata["uid"])
+    log.info("restarting the group: deleted Job %s/%s", metadata["namespace"], metadata["name"])
 
 
 STOPPED_DEADLINE_SECONDS = 1

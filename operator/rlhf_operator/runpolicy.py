@@ -4,7 +4,9 @@ Every field of runPolicy that may change after creation is applied, so that the 
 ``status.observedGeneration`` means "this generation is in effect":
 
 * ``suspend``, ``activeDeadlineSeconds`` (set, changed or removed) and ``backoffLimit``
-  are patched onto the Job while it runs (the Job API lets all three change), never once
+  (of a one-node job: a multi-node Job's is 0, the operator restarts the group and counts
+  against runPolicy.backoffLimit itself, groupfailure.py) are patched onto the Job while
+  it runs (the Job API lets all three change), never once
   the job's status is final (a job failed with PodsNotStarted keeps its Job stopped);
 * ``ttlSecondsAfterFinished`` is put on the Job only once the job's status records the
   Job's outcome, so the TTL controller can never delete a finished Job (and its pods'
@@ -21,6 +23,7 @@ from typing import Any
 
 from .api import TrainingJob
 from .ownership import has_finished
+from .resources.job import job_backoff_limit
 
 SYNCED_FIELDS = ("suspend", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished")
 """The batch Job spec fields the operator keeps in step with runPolicy."""
@@ -46,7 +49,7 @@ def job_spec_patch(
         if not queue_managed and bool(current.get("suspend")) != run_policy.suspend:
             wanted["suspend"] = run_policy.suspend
         wanted["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
-        wanted["backoffLimit"] = run_policy.backoff_limit
+        wanted["backoffLimit"] = job_backoff_limit(job)  # 0 for a group: its retries are ours
     wanted["ttlSecondsAfterFinished"] = (
         run_policy.ttl_seconds_after_finished if outcome_recorded else None
     )
