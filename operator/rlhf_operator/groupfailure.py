@@ -196,15 +196,18 @@ def _user_error(failed: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
 def _first_failure(pods: list[dict[str, Any]]) -> RankFailure:
     """The rank that failed first: the earliest non-zero exit, a stop on SIGTERM (the
     Job controller stopping the others, or the agreed stop) only when nothing else failed;
-    disrupted when any pod carries DisruptionTarget."""
+    within the same second (the resolution of finishedAt), a rank killed by a signal (a
+    code above 128: the OOM killer, a lost container) before one that exited on its own
+    (a peer's collective error follows a rank's death), then the lowest rank; disrupted
+    when any pod carries DisruptionTarget."""
     disrupted = [pod for pod in pods if _has_condition(pod, "DisruptionTarget")]
     exits = [
-        (code == STOPPED_EXIT_CODE, _finished_at(pod), _rank(pod) or 0, code, pod)
+        (code == STOPPED_EXIT_CODE, _finished_at(pod), code <= 128, _rank(pod) or 0, code, pod)
         for pod in pods
         if (code := _exit_code(pod)) not in (None, 0)
     ]
     if exits:
-        _, _, _, code, pod = min(exits, key=lambda item: item[:3])
+        *_, code, pod = min(exits, key=lambda item: item[:4])
         return RankFailure(_rank(pod), code, bool(disrupted))
     if disrupted:
         return RankFailure(_rank(disrupted[0]), None, True)

@@ -105,6 +105,15 @@ def test_the_first_failing_rank_restarts_the_group_counted_against_the_backoff_l
     assert (later.action, later.restarts, later.failure.rank) == ("restart", 2, 0)
 
 
+def test_in_the_same_second_a_rank_killed_by_a_signal_failed_first() -> None:
+    """finishedAt has a resolution of a second: rank 1 SIGKILLed (137) and rank 0's
+    collective error on the lost peer (1) land in the same one."""
+    pods = [_pod(0, 1, T0), _pod(1, 137, T0)]
+    assert decide(_job(), {}, _batch_job(), pods).failure == RankFailure(1, 137, False)
+    later = [_pod(0, 1, "2026-11-30T07:59:59Z"), _pod(1, 137, T0)]
+    assert decide(_job(), {}, _batch_job(), later).failure == RankFailure(0, 1, False)
+
+
 def test_a_disruption_of_any_rank_restarts_the_group_without_counting() -> None:
     pods = [_pod(0, 143, "2026-11-30T08:00:02Z"), _pod(1, 143, T0, disrupted=True)]
     status = {"restarts": 3}  # every counted restart used: a disruption still restarts
