@@ -28,6 +28,7 @@ decision for them is always NOTHING.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .api import TrainingJob
@@ -162,20 +163,44 @@ def _replacing_message(cause: str, restarts: int, limit: int) -> str:
     )
 
 
-def restart_record(decision: GroupDecision, job_uid: str, timestamp: str) -> dict[str, Any]:
-    """status.lastRestart for a restart decision."""
+def restart_record(
+    decision: GroupDecision, failed_job: dict[str, Any], status: dict[str, Any], timestamp: str
+) -> dict[str, Any]:
+    """status.lastRestart for a restart decision about ``failed_job``; ``activeSeconds``
+    adds the time that Job ran to the earlier groups' (runPolicy.activeDeadlineSeconds
+    counts every attempt: each fresh Job gets what is left, runpolicy.py)."""
     failure = decision.failure or RankFailure(None, None, False)
     record: dict[str, Any] = {
-        "jobUid": job_uid,
+        "jobUid": failed_job["metadata"]["uid"],
         "counted": not failure.disrupted,
         "time": timestamp,
         "message": failure.describe(),
+        "activeSeconds": active_seconds_used(status) + _ran_seconds(failed_job, timestamp),
     }
     if failure.rank is not None:
         record["rank"] = failure.rank
     if failure.exit_code is not None:
         record["exitCode"] = failure.exit_code
     return record
+
+
+def active_seconds_used(status: dict[str, Any]) -> int:
+    """Seconds the groups replaced so far ran, together."""
+    return int((status.get("lastRestart") or {}).get("activeSeconds") or 0)
+
+
+def _ran_seconds(batch_job: dict[str, Any], timestamp: str) -> int:
+    job_status = batch_job.get("status") or {}
+    started = job_status.get("startTime")
+    if not started:
+        return 0
+    ended = (_failed_condition(batch_job) or {}).get("lastTransitionTime") or timestamp
+    return max(0, int((_parse(ended) - _parse(started)).total_seconds()))
+
+
+def _parse(stamp: str) -> datetime:
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _failed_condition(batch_job: dict[str, Any]) -> dict[str, Any] | None:

@@ -121,7 +121,8 @@ def _reconcile(
     if blocked is not None:
         decision = Decision("waiting", blocked.reason, blocked.message)
     elif ours is not None:
-        _apply_run_policy(job, ours, outcome_recorded=False)
+        used = groupfailure.active_seconds_used(previous)
+        _apply_run_policy(job, ours, outcome_recorded=False, seconds_used=used)
     job_uid = (ours or {}).get("metadata", {}).get("uid")
     pods = [pod for pod in cached_pods if is_controlled_by(pod, job_uid)] if ours else []
     progress = _progress(pods, settings)
@@ -234,9 +235,11 @@ def _create_children(
     return (existing, None) if blocked is None else (None, blocked)
 
 
-def _apply_run_policy(job: TrainingJob, found_job: dict[str, Any], outcome_recorded: bool) -> None:
+def _apply_run_policy(
+    job: TrainingJob, found_job: dict[str, Any], outcome_recorded: bool, seconds_used: int = 0
+) -> None:
     """Patch the Job with the runPolicy fields it does not show yet (runpolicy.py)."""
-    patch = job_spec_patch(job, found_job, outcome_recorded)
+    patch = job_spec_patch(job, found_job, outcome_recorded, seconds_used)
     if patch:
         kube.patch_batch_job(
             found_job["metadata"]["namespace"], found_job["metadata"]["name"], {"spec": patch}

@@ -30,12 +30,17 @@ SYNCED_FIELDS = ("suspend", "activeDeadlineSeconds", "backoffLimit", "ttlSeconds
 
 
 def job_spec_patch(
-    job: TrainingJob, batch_job: Mapping[str, Any], outcome_recorded: bool
+    job: TrainingJob,
+    batch_job: Mapping[str, Any],
+    outcome_recorded: bool,
+    seconds_used: int = 0,
 ) -> dict[str, Any]:
     """The merge patch of the Job's spec that applies the job's runPolicy (empty: none).
 
     A None value removes the field (JSON merge patch). ``outcome_recorded``: the job's
-    status already says Succeeded or Failed.
+    status already says Succeeded or Failed. ``seconds_used``: how long the groups a
+    multi-node job restarted ran (groupfailure.py): the deadline covers every attempt, so
+    this Job gets what is left of it (at least 1 s: a deadline spent fails it at once).
     """
     run_policy = job.spec.run_policy
     current = batch_job.get("spec") or {}
@@ -48,7 +53,10 @@ def job_spec_patch(
         queue_managed = job.spec.queue_name is not None and not run_policy.suspend
         if not queue_managed and bool(current.get("suspend")) != run_policy.suspend:
             wanted["suspend"] = run_policy.suspend
-        wanted["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
+        deadline = run_policy.active_deadline_seconds
+        wanted["activeDeadlineSeconds"] = (
+            None if deadline is None else max(1, deadline - seconds_used)
+        )
         wanted["backoffLimit"] = job_backoff_limit(job)  # 0 for a group: its retries are ours
     wanted["ttlSecondsAfterFinished"] = (
         run_policy.ttl_seconds_after_finished if outcome_recorded else None

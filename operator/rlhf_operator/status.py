@@ -111,7 +111,7 @@ def observe(
         status["restarts"] = group.restarts
         status["disruptionRestarts"] = group.disruption_restarts
         if group.action == "restart" and batch_job is not None:
-            status["lastRestart"] = restart_record(group, batch_job["metadata"]["uid"], timestamp)
+            status["lastRestart"] = restart_record(group, batch_job, previous, timestamp)
     if old_phase in TERMINAL_PHASES:
         phase, reason, message = (
             old_phase,

@@ -10,7 +10,8 @@ import pytest
 from rlhf_operator import cache, kube, reconcile
 from rlhf_operator.api import KINDS_BY_NAME, parse_manifest
 from rlhf_operator.chaining import Decision
-from rlhf_operator.groupfailure import RankFailure, decide
+from rlhf_operator.groupfailure import RankFailure, decide, restart_record
+from rlhf_operator.runpolicy import job_spec_patch
 from rlhf_operator.settings import OperatorSettings
 from rlhf_operator.status import observe
 
@@ -179,6 +180,7 @@ def test_the_status_says_the_group_restarts_and_why() -> None:
         "message": "rank 1 exited with code 1",
         "rank": 1,
         "exitCode": 1,
+        "activeSeconds": 0,  # the Job never started
     }
     assert "Failed" not in [c["type"] for c in status["conditions"] if c["status"] == "True"]
     assert [event[:2] for event in seen.events] == [("Warning", "GroupRestarted")]
@@ -190,6 +192,28 @@ def test_the_status_says_the_group_restarts_and_why() -> None:
     assert final.status["phase"] == "Failed"
     failed = next(c for c in final.status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded" and "rank 1" in failed["message"]
+
+
+def test_the_active_deadline_covers_every_group_attempt() -> None:
+    """Each fresh Job starts its own clock: it gets what the earlier groups left."""
+    manifest = _manifest()
+    manifest["spec"]["runPolicy"] = {"activeDeadlineSeconds": 3600}
+    job = parse_manifest(manifest)
+    failed = _batch_job()
+    failed["status"]["startTime"] = "2026-11-30T07:00:00Z"
+    failed["status"]["conditions"][0]["lastTransitionTime"] = "2026-11-30T07:40:00Z"
+    decision = decide(job, {}, failed, [_pod(1, 1)])
+    earlier = {"lastRestart": {"activeSeconds": 600}}
+    record = restart_record(decision, failed, earlier, T0)
+    assert record["activeSeconds"] == 600 + 2400
+    fresh = {
+        "metadata": {"uid": "job-2"},
+        "spec": {"activeDeadlineSeconds": 3600, "backoffLimit": 0},
+        "status": {},
+    }
+    used = record["activeSeconds"]
+    assert job_spec_patch(job, fresh, False, seconds_used=used) == {"activeDeadlineSeconds": 600}
+    assert job_spec_patch(job, fresh, False, seconds_used=4000) == {"activeDeadlineSeconds": 1}
 
 
 def test_a_user_error_on_one_rank_is_the_jobs_failure_reason() -> None:

@@ -83,6 +83,9 @@ class GroupRestart(ApiModel):
     """What failed."""
     time: datetime
     """When the operator restarted the group."""
+    active_seconds: Annotated[int, Field(ge=0)] = 0
+    """How long the groups replaced so far ran, together: runPolicy.activeDeadlineSeconds
+    counts every attempt, so each fresh Job gets what is left."""
 
 
 class JobStatus(ApiModel):
