@@ -109,3 +109,79 @@ def test_exit_code_prefers_a_user_error_then_the_first_failure() -> None:
 def test_shutdown_seconds_default_to_the_grace_period_less_a_margin() -> None:
     assert shutdown_seconds({}) == 110
     assert shutdown_seconds({"RLHF_SHUTDOWN_TIMEOUT_SECONDS": "42"}) == 42
+
+
+def _rendered_group_command(start_deadline_seconds: int, port: int, rank: int) -> list[str]:
+    """The launcher arguments the operator renders for rank ``rank`` of a two-node job,
+    pointed at this machine (the kubelet would expand $(JOB_COMPLETION_INDEX))."""
+    from rlhf_operator.api import parse_manifest
+    from rlhf_operator.resources import batch_job
+    from rlhf_operator.settings import OperatorSettings
+
+    from tests.invalid_manifests import minimal_manifest
+
+    manifest = minimal_manifest("SFTJob", "group")
+    manifest["metadata"].update({"namespace": "team", "uid": "1"})
+    manifest["spec"]["resources"] = {"nodes": 2, "gpusPerNode": 0}
+    manifest["spec"]["output"] = {"accessModes": ["ReadWriteMany"]}
+    manifest["spec"]["runPolicy"] = {"startDeadlineSeconds": start_deadline_seconds}
+    rendered = batch_job(parse_manifest(manifest), OperatorSettings(), {}, "h")
+    command = rendered["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "rlhf_trainer.launch"]
+    arguments = []
+    for argument in command[3 : command.index("-m", 3)]:
+        argument = argument.replace("$(JOB_COMPLETION_INDEX)", str(rank))
+        if argument.startswith("--master_addr="):
+            argument = "--master_addr=127.0.0.1"
+        if argument.startswith("--master_port="):
+            argument = f"--master_port={port}"
+        arguments.append(argument)
+    return [*LAUNCHER, *arguments, "--monitor-interval=0.1", str(WORKER)]
+
+
+def test_the_rendered_rendezvous_timeout_reaches_the_static_rendezvous(tmp_path: Path) -> None:
+    """Rank 0 of the operator's command waits startDeadlineSeconds + 60 s for the other
+    rank (the static rendezvous' TCPStore timeout, --rdzv_conf=timeout=), then gives up:
+    70 s here (the smallest start deadline), not torch's 600 s default. A rank that comes
+    later within that time joins, and the group runs."""
+    from tests.trainer.test_distributed import _free_port
+
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WORKER_FOLDER": str(tmp_path)}
+    port = _free_port()
+    started = time.monotonic()
+    alone = subprocess.Popen(
+        _rendered_group_command(10, port, 0),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+    )
+    returncode, log = _finish(alone, timeout=200)
+    waited = time.monotonic() - started
+    assert returncode != 0, log[-3000:]
+    assert 60 <= waited < 150, (waited, log[-3000:])
+
+    # A late rank joins within the timeout: both run (and rank 1 fails with 3 as told).
+    port = _free_port()
+    environment.update({"WORKER_FAIL_RANK": "1", "WORKER_FAIL_CODE": "3"})
+    first = subprocess.Popen(
+        _rendered_group_command(10, port, 0),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+    )
+    time.sleep(5)
+    late = subprocess.Popen(
+        _rendered_group_command(10, port, 1),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+    )
+    late_code, late_log = _finish(late)
+    assert late_code == 3, late_log[-3000:]
+    first.send_signal(signal.SIGTERM)  # as the Job controller stops the other ranks
+    first_code, first_log = _finish(first)
+    assert first_code in (1, 143), first_log[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("up-*")) == ["up-0", "up-1"]
