@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from rlhf_trainer.launch import exit_code, shutdown_seconds
+from rlhf_trainer.launch import exit_code, shutdown_seconds, with_shutdown_timeout
 
 WORKER = Path(__file__).with_name("launch_worker.py")
 LAUNCHER = [sys.executable, "-m", "rlhf_trainer.launch"]
@@ -104,6 +104,53 @@ def test_exit_code_prefers_a_user_error_then_the_first_failure() -> None:
     assert exit_code({0: _failure(143, 7), 1: _failure(3, 7)}) == 3  # 0 stopped by the agent
     assert exit_code({0: _failure(143, 7)}) == 143
     assert exit_code({0: _failure(-9, 1)}) == 137  # SIGKILL, as a shell reports it
+
+
+def test_the_launcher_accepts_a_shutdown_timeout_on_any_torch() -> None:
+    """torch before 2.12 (the default CUDA base image has 2.9) has no such option: the
+    launcher adds it to torchrun's parser; the script's own arguments stay its own."""
+    from argparse import REMAINDER, ArgumentParser
+
+    from torch.distributed.run import get_args_parser
+
+    old = ArgumentParser()  # torchrun's parser without the option, as before 2.12
+    old.add_argument("--standalone", action="store_true")
+    old.add_argument("training_script")
+    old.add_argument("training_script_args", nargs=REMAINDER)
+    parsed = with_shutdown_timeout(old).parse_args(
+        ["--shutdown-timeout", "7", "script.py", "--shutdown-timeout=1"]
+    )
+    assert parsed.shutdown_timeout == 7 and parsed.training_script_args == ["--shutdown-timeout=1"]
+    current = with_shutdown_timeout(get_args_parser())  # 2.15 has its own: kept
+    assert current.parse_args(["--shutdown_timeout=9", "s.py"]).shutdown_timeout == 9
+
+
+def test_without_torchs_shutdown_timeout_the_workers_close_with_ours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback for torch < 2.12, whose agent calls PContext.close(death_sig) and so
+    waits that method's default, 30 s: the default becomes the launcher's timeout."""
+    import dataclasses
+
+    from rlhf_trainer import launch
+    from torch.distributed.elastic.multiprocessing import api
+    from torch.distributed.launcher import api as launcher_api
+
+    @dataclasses.dataclass
+    class OldLaunchConfig:
+        min_nodes: int = 1
+
+    seen: list[tuple] = []
+    monkeypatch.setattr(launcher_api, "LaunchConfig", OldLaunchConfig)
+    monkeypatch.setattr(
+        api.PContext,
+        "close",
+        lambda self, death_sig=None, timeout=30: seen.append((death_sig, timeout)),
+    )
+    arguments = SimpleNamespace(shutdown_timeout=None)
+    launch._set_shutdown_timeout(arguments, 110)
+    api.PContext.close(object(), signal.SIGTERM)  # as torch 2.9's agent closes its workers
+    assert seen == [(signal.SIGTERM, 110)] and arguments.shutdown_timeout is None
 
 
 def test_shutdown_seconds_default_to_the_grace_period_less_a_margin() -> None:

@@ -20,10 +20,16 @@ signal reads as 128 + the signal, as a shell reports it); a launcher stopped by 
 exits 128 + that signal (143 for SIGTERM, the trainer's own code for a stop after a
 checkpoint). The operator passes ``--shutdown-timeout`` (the grace period less a margin);
 without it this module uses ``RLHF_SHUTDOWN_TIMEOUT_SECONDS`` or ``DEFAULT_SHUTDOWN_SECONDS``.
+torch has had ``LaunchConfig.shutdown_timeout`` (and torchrun's ``--shutdown-timeout``)
+only since 2.12; the default CUDA base image has 2.9, whose agent closes its workers with
+``PContext.close(death_sig)`` and that method's 30 s default: there this module takes the
+option itself (``with_shutdown_timeout``) and makes the timeout that method's default
+(``_set_shutdown_timeout``), so the same command works on either.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -70,14 +76,44 @@ def shutdown_seconds(environment: Mapping[str, str]) -> int:
     return int(value) if value.isdigit() else DEFAULT_SHUTDOWN_SECONDS
 
 
+def with_shutdown_timeout(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """torchrun's parser, given ``--shutdown-timeout`` where its torch lacks it (< 2.12)."""
+    try:
+        parser.add_argument("--shutdown-timeout", "--shutdown_timeout", type=int, default=None)
+    except argparse.ArgumentError:  # torch's own (2.12 and later)
+        pass
+    return parser
+
+
+def _set_shutdown_timeout(arguments: Any, seconds: int) -> None:
+    """Give the workers ``seconds`` to stop after a signal, on any torch 2."""
+    import dataclasses
+
+    from torch.distributed.elastic.multiprocessing import api
+    from torch.distributed.launcher.api import LaunchConfig
+
+    if "shutdown_timeout" in {field.name for field in dataclasses.fields(LaunchConfig)}:
+        arguments.shutdown_timeout = seconds  # torch >= 2.12: the agent passes it on
+        return
+    close = api.PContext.close
+
+    def close_waiting_longer(
+        self: Any, death_sig: signal.Signals | None = None, timeout: int = seconds
+    ) -> None:
+        close(self, death_sig, timeout)
+
+    api.PContext.close = close_waiting_longer  # type: ignore[method-assign]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
+    from torch.distributed.run import get_args_parser, run
 
-    arguments = parse_args(list(sys.argv[1:] if argv is None else argv))  # type: ignore[no-untyped-call]
-    if arguments.shutdown_timeout is None:
-        arguments.shutdown_timeout = shutdown_seconds(os.environ)
+    parser = with_shutdown_timeout(get_args_parser())
+    arguments = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    seconds = arguments.shutdown_timeout
+    _set_shutdown_timeout(arguments, shutdown_seconds(os.environ) if seconds is None else seconds)
     try:
         run(arguments)  # type: ignore[no-untyped-call]
     except ChildFailedError as error:
