@@ -70,7 +70,8 @@ def _ownership(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a training pod that status observation reads: phase, address, exits,
     and why it has not started (whether it is scheduled, or why not; what its containers
-    wait for, with their image; its uid, to read its Events)."""
+    wait for, with their image; its uid, to read its Events); whether it was disrupted
+    (DisruptionTarget: a multi-node group restart after it is not counted)."""
     metadata = body.get("metadata") or {}
     status = body.get("status") or {}
     annotations = metadata.get("annotations") or {}
@@ -106,7 +107,7 @@ def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     scheduled = [
         {key: condition[key] for key in ("type", "status", "reason", "message") if key in condition}
         for condition in status.get("conditions") or []
-        if condition.get("type") == "PodScheduled"
+        if condition.get("type") in ("PodScheduled", "DisruptionTarget")
     ]
     if scheduled:
         trimmed["status"]["conditions"] = scheduled

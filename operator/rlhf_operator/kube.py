@@ -197,6 +197,17 @@ def patch_batch_job(namespace: str, name: str, patch: dict[str, Any]) -> None:
             raise
 
 
+def delete_batch_job(namespace: str, name: str, uid: str) -> None:
+    """Delete this Job (the uid: never a newer one of the name) and, first, its pods
+    (propagationPolicy Foreground); gone or replaced already is fine."""
+    body = {"propagationPolicy": "Foreground", "preconditions": {"uid": uid}}
+    try:
+        request("DELETE", f"{_collection('Job', namespace)}/{quote(name)}", body)
+    except ApiException as error:
+        if error.status not in (404, 409):
+            raise
+
+
 def post_event(
     info: KindInfo, body: dict[str, Any], event_type: str, reason: str, message: str
 ) -> None:

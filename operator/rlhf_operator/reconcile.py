@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import kube, metrics, podwait
+from . import groupfailure, kube, metrics, podwait
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .cache import ClusterView
 from .chaining import Decision, decide
@@ -133,7 +133,8 @@ def _reconcile(
     if blocked is not None:
         decision = Decision("waiting", blocked.reason, blocked.message)
     elif ours is not None:
-        _apply_run_policy(job, ours, outcome_recorded=False)
+        used = groupfailure.active_seconds_used(previous)
+        _apply_run_policy(job, ours, outcome_recorded=False, seconds_used=used)
     job_uid = (ours or {}).get("metadata", {}).get("uid")
     pods = [pod for pod in cached_pods if is_controlled_by(pod, job_uid)] if ours else []
     progress = _progress(pods, settings)
@@ -141,7 +142,13 @@ def _reconcile(
     if ours is not None:
         for uid in podwait.event_subjects(ours, pods, datetime.now(UTC)):
             events[uid] = kube.warning_events(namespace, uid)
-    observation = observe(job, previous, decision, ours, pods, progress, warning_events=events)
+    if ours is not None:
+        group = groupfailure.decide(job, previous, ours, pods)
+    else:
+        group = groupfailure.awaiting_replacement(job, previous, cached_pods)
+    observation = observe(
+        job, previous, decision, ours, pods, progress, warning_events=events, group=group
+    )
     if observation.status != previous:
         written = kube.patch_status(
             info,
@@ -153,6 +160,8 @@ def _reconcile(
         WRITTEN.remember((info.kind, namespace, job.metadata.name), written)
     if ours is not None:
         _stop_unstarted_job(observation.status, ours)
+        if group.action in ("restart", "replacing"):
+            _replace_group(ours)  # after the status records the restart: counted once
     for event_type, reason, message in observation.events:
         kube.post_event(info, body, event_type, reason, message)
     phase = observation.status.get("phase")
@@ -277,9 +286,11 @@ def _create_children(
     return (existing, None) if blocked is None else (None, blocked)
 
 
-def _apply_run_policy(job: TrainingJob, found_job: dict[str, Any], outcome_recorded: bool) -> None:
+def _apply_run_policy(
+    job: TrainingJob, found_job: dict[str, Any], outcome_recorded: bool, seconds_used: int = 0
+) -> None:
     """Patch the Job with the runPolicy fields it does not show yet (runpolicy.py)."""
-    patch = job_spec_patch(job, found_job, outcome_recorded)
+    patch = job_spec_patch(job, found_job, outcome_recorded, seconds_used)
     if patch:
         kube.patch_batch_job(
             found_job["metadata"]["namespace"], found_job["metadata"]["name"], {"spec": patch}
@@ -289,6 +300,17 @@ def _apply_run_policy(job: TrainingJob, found_job: dict[str, Any], outcome_recor
             for key, value in {**(found_job.get("spec") or {}), **patch}.items()
             if value is not None
         }
+
+
+def _replace_group(failed_job: dict[str, Any]) -> None:
+    """Delete a multi-node job's failed Job and its pods (groupfailure.py): foreground, so
+    the Job stays until every pod is gone and a fresh Job (made by the usual creation once
+    it is gone) never runs beside a pod of the old one still writing a checkpoint."""
+    metadata = failed_job["metadata"]
+    if metadata.get("deletionTimestamp"):
+        return
+    kube.delete_batch_job(metadata["namespace"], metadata["name"], metadata["uid"])
+    log.info("restarting the group: deleted Job %s/%s", metadata["namespace"], metadata["name"])
 
 
 STOPPED_DEADLINE_SECONDS = 1

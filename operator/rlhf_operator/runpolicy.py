@@ -4,7 +4,9 @@ Every field of runPolicy that may change after creation is applied, so that the 
 ``status.observedGeneration`` means "this generation is in effect":
 
 * ``suspend``, ``activeDeadlineSeconds`` (set, changed or removed) and ``backoffLimit``
-  are patched onto the Job while it runs (the Job API lets all three change), never once
+  (of a one-node job: a multi-node Job's is 0, the operator restarts the group and counts
+  against runPolicy.backoffLimit itself, groupfailure.py) are patched onto the Job while
+  it runs (the Job API lets all three change), never once
   the job's status is final (a job failed with PodsNotStarted keeps its Job stopped);
 * ``ttlSecondsAfterFinished`` is put on the Job only once the job's status records the
   Job's outcome, so the TTL controller can never delete a finished Job (and its pods'
@@ -21,18 +23,24 @@ from typing import Any
 
 from .api import TrainingJob
 from .ownership import has_finished
+from .resources.job import job_backoff_limit
 
 SYNCED_FIELDS = ("suspend", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished")
 """The batch Job spec fields the operator keeps in step with runPolicy."""
 
 
 def job_spec_patch(
-    job: TrainingJob, batch_job: Mapping[str, Any], outcome_recorded: bool
+    job: TrainingJob,
+    batch_job: Mapping[str, Any],
+    outcome_recorded: bool,
+    seconds_used: int = 0,
 ) -> dict[str, Any]:
     """The merge patch of the Job's spec that applies the job's runPolicy (empty: none).
 
     A None value removes the field (JSON merge patch). ``outcome_recorded``: the job's
-    status already says Succeeded or Failed.
+    status already says Succeeded or Failed. ``seconds_used``: how long the groups a
+    multi-node job restarted ran (groupfailure.py): the deadline covers every attempt, so
+    this Job gets what is left of it (at least 1 s: a deadline spent fails it at once).
     """
     run_policy = job.spec.run_policy
     current = batch_job.get("spec") or {}
@@ -45,8 +53,11 @@ def job_spec_patch(
         queue_managed = job.spec.queue_name is not None and not run_policy.suspend
         if not queue_managed and bool(current.get("suspend")) != run_policy.suspend:
             wanted["suspend"] = run_policy.suspend
-        wanted["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
-        wanted["backoffLimit"] = run_policy.backoff_limit
+        deadline = run_policy.active_deadline_seconds
+        wanted["activeDeadlineSeconds"] = (
+            None if deadline is None else max(1, deadline - seconds_used)
+        )
+        wanted["backoffLimit"] = job_backoff_limit(job)  # 0 for a group: its retries are ours
     wanted["ttlSecondsAfterFinished"] = (
         run_policy.ttl_seconds_after_finished if outcome_recorded else None
     )

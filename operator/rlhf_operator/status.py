@@ -12,9 +12,17 @@ from typing import Any
 from .api import TrainingJob
 from .api.trainer_config import FINAL_MODEL_DIR
 from .chaining import Decision
+from .groupfailure import (
+    GROUP_RESTARTED,
+    GROUP_RESTARTING,
+    RESTARTS_EXHAUSTED,
+    GroupDecision,
+    restart_record,
+)
 from .health import health
 from .ownership import LEFTOVER_REASONS
 from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
+from .resources.job import USER_ERROR_EXIT_CODES
 from .resources.names import child_names
 from .scratch import SCRATCH_DISK_EXCEEDED, scratch_disk_eviction
 
@@ -74,11 +82,13 @@ def observe(
     progress: dict[str, Any] | None,
     timestamp: str | None = None,
     warning_events: dict[str, list[dict[str, Any]]] | None = None,
+    group: GroupDecision | None = None,
 ) -> Observation:
     """The status to write, given the previous one and what the cluster shows now.
 
     ``warning_events``: Warning Events by the uid of the pod or Job they are about (podwait.py
-    says which are worth reading); ``timestamp`` is the clock (tests pass their own).
+    says which are worth reading); ``timestamp`` is the clock (tests pass their own);
+    ``group``: what groupfailure.py decided about a multi-node job's failed Job.
     """
     timestamp = timestamp or now()
     status = dict(previous)
@@ -96,6 +106,16 @@ def observe(
         why_pods_wait(batch_job, pods, warning_events) if batch_job is not None and active else None
     )
     phase, reason, message = _phase(job, decision, batch_job, pods, wait, _parse(timestamp))
+    restarting = group is not None and group.action in ("restart", "replacing")
+    if restarting and group is not None:
+        phase, reason, message = "Pending", GROUP_RESTARTING, group.message
+    elif group is not None and group.action == "exhausted":
+        phase, reason, message = "Failed", RESTARTS_EXHAUSTED, group.message
+    if group is not None and group.action != "nothing":
+        status["restarts"] = group.restarts
+        status["disruptionRestarts"] = group.disruption_restarts
+        if group.action == "restart" and batch_job is not None:
+            status["lastRestart"] = restart_record(group, batch_job, previous, timestamp)
     if old_phase in TERMINAL_PHASES:
         phase, reason, message = (
             old_phase,
@@ -177,7 +197,9 @@ def observe(
     # another leftover child is in the way).
     new_reason = reason != _reason_of(previous, "Waiting")
     new_leftover = reason in LEFTOVER_REASONS and message != previous.get("message")
-    if phase != old_phase or (phase == "Waiting" and (new_reason or new_leftover)):
+    if group is not None and group.action == "restart":
+        events.append(("Warning", GROUP_RESTARTED, message))
+    elif phase != old_phase or (phase == "Waiting" and (new_reason or new_leftover)):
         kind = "Warning" if phase == "Failed" else "Normal"
         events.append((kind, reason or phase, message or f"phase {phase}"))
     # A new reason the pods cannot start (not one more retry of the same image pull).
@@ -280,13 +302,25 @@ def stops_its_job(status: dict[str, Any]) -> bool:
 
 
 def _failure_detail(pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest failed pod's exit summary; a rank's user error (exit 65/78) before the
+    other ranks' (stopped by the Job controller once it failed the Job)."""
     for pod in sorted(
-        pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True
+        pods,
+        key=lambda p: (_user_error_exit(p), p["metadata"].get("creationTimestamp") or ""),
+        reverse=True,
     ):
         summary = _message_of(pod)
         if summary and summary.get("phase") == "Failed":
             return summary
     return {}
+
+
+def _user_error_exit(pod: dict[str, Any]) -> bool:
+    return any(
+        ((container.get("state") or {}).get("terminated") or {}).get("exitCode")
+        in USER_ERROR_EXIT_CODES
+        for container in (pod.get("status") or {}).get("containerStatuses") or []
+    )
 
 
 def _termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -131,6 +131,10 @@ def test_failure_policy_fails_fast_on_user_errors_and_ignores_disruptions() -> N
     assert "ttlSecondsAfterFinished" not in spec
 
 
+def rendered_grace(pod: dict) -> int:
+    return int(pod["terminationGracePeriodSeconds"])
+
+
 def test_gpus_resources_and_placement() -> None:
     job = _job(
         "SFTJob",
@@ -155,12 +159,16 @@ def test_gpus_resources_and_placement() -> None:
         "ephemeral-storage": "20Gi",
     }
     assert container["command"] == [
-        "torchrun",
+        "python",
+        "-m",
+        "rlhf_trainer.launch",  # torchrun keeping the trainer's exit code and grace period
         "--nproc_per_node=4",
+        "--shutdown-timeout=110",  # the pod's 120 s grace period less a margin
         "--standalone",
         "-m",
         "rlhf_trainer",
     ]
+    assert rendered_grace(pod) == 120
     assert pod["nodeSelector"] == {"pool": "a100"} and pod["priorityClassName"] == "training"
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     default_gpu = batch_job(
@@ -185,6 +193,32 @@ def test_multi_node_is_an_indexed_job_with_a_rendezvous_service() -> None:
     command = pod["containers"][0]["command"]
     assert "--node_rank=$(JOB_COMPLETION_INDEX)" in command
     assert "--master_addr=demo-sft-0.demo-sft" in command and "--nnodes=3" in command
+    assert command[:3] == ["python", "-m", "rlhf_trainer.launch"]
+    # The static rendezvous waits as long as the gang may take to start, and a margin.
+    assert "--rdzv_conf=timeout=660" in command and "--shutdown-timeout=110" in command
+    # Rank 0 decides success; the operator restarts the group (backoffLimit 0 on the Job).
+    assert spec["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
+    assert spec["podReplacementPolicy"] == "Failed" and spec["backoffLimit"] == 0
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [65, 78]
+    assert rules[1] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[2]["action"] == "Ignore" and rules[2]["onExitCodes"]["values"] == [143]
+    longer = _job(
+        "SFTJob",
+        {
+            "resources": {"nodes": 2},
+            "output": {"accessModes": ["ReadWriteMany"]},
+            "runPolicy": {"startDeadlineSeconds": 1800},
+        },
+    )
+    assert (
+        "--rdzv_conf=timeout=1860"
+        in batch_job(longer, SETTINGS, {}, "h")["spec"]["template"]["spec"]["containers"][0][
+            "command"
+        ]
+    )
+    one_node = batch_job(_job("SFTJob"), SETTINGS, {}, "h")["spec"]
+    assert "successPolicy" not in one_node and one_node["backoffLimit"] == 3
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert (
         "job-completion-index" in env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]

@@ -105,10 +105,11 @@ pods/exec; no deletes (owner references let the garbage collector remove childre
 # The training Job. create: start it; patch: suspend/resume and run-policy changes;
 # list/watch: the in-memory index the operator reads Jobs from, whose events also wake
 # the owning job at once when its Job starts or finishes; get: a Job created a moment
-# ago that the watch has not brought yet.
+# ago that the watch has not brought yet; delete: a multi-node job's failed Job (its
+# uid only, with its pods first), to restart the whole group from its checkpoint.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Training pods (only the operator's, by label): their phase, IP (to read the trainer's
 # /progress) and termination message (final metrics, error reason), kept in an
 # in-memory index fed by one watch. Read-only: no get, create, exec or logs.

@@ -403,7 +403,8 @@ class RunPolicy(ApiModel):
 
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Retries after failures of the training code itself; evictions and node loss retry
-    without counting, bad configuration or data fails at once."""
+    without counting, bad configuration or data fails at once. With several nodes a retry
+    restarts the whole group of pods from the checkpoint (status.restarts)."""
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     """Fail the job once it has run this long, retries included; removing it removes the
     deadline."""
@@ -411,7 +412,8 @@ class RunPolicy(ApiModel):
     """Fail the job (reason PodsNotStarted, saying why) when a training pod has not
     started this long after it was created (not scheduled, image not pulled, a volume not
     mounted...), or its Job has made no pod this long after it started; the Job is
-    stopped so it does not start later. Time queued or suspended does not count."""
+    stopped so it does not start later. Time queued or suspended does not count. With
+    several nodes the ranks also wait this long (and 60 s) for each other to start."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
     """Delete the finished batch Job (not this resource, not the output) this long after it
     finished, and never before the operator has recorded its outcome."""

@@ -79,6 +79,27 @@ class OutputLocation(ApiModel):
     """Folder of the final model within the claim."""
 
 
+class GroupRestart(ApiModel):
+    """The last restart of a multi-node job's whole group of pods."""
+
+    job_uid: str
+    """uid of the batch Job that failed and was replaced."""
+    rank: Annotated[int, Field(ge=0)] | None = None
+    """The rank (node index) that failed first, when a pod says."""
+    exit_code: int | None = None
+    """Its trainer's exit code, when it exited."""
+    counted: bool
+    """Whether the restart counts against runPolicy.backoffLimit (not after a disruption:
+    eviction, preemption, node drain)."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """What failed."""
+    time: datetime
+    """When the operator restarted the group."""
+    active_seconds: Annotated[int, Field(ge=0)] = 0
+    """How long the groups replaced so far ran, together: runPolicy.activeDeadlineSeconds
+    counts every attempt, so each fresh Job gets what is left."""
+
+
 class JobStatus(ApiModel):
     """Observed state of a training job."""
 
@@ -105,6 +126,14 @@ class JobStatus(ApiModel):
     """When the job succeeded or failed."""
     attempts: Annotated[int, Field(ge=0)] = 0
     """Attempts so far: retries after failures and disruptions included."""
+    restarts: Annotated[int, Field(ge=0)] = 0
+    """Multi-node jobs: restarts of the whole group after a rank failed, counted against
+    runPolicy.backoffLimit."""
+    disruption_restarts: Annotated[int, Field(ge=0)] = 0
+    """Multi-node jobs: restarts of the whole group after a rank was disrupted (evicted,
+    preempted, its node drained), not counted."""
+    last_restart: GroupRestart | None = None
+    """Multi-node jobs: the last group restart, with the failing rank and its exit code."""
     pods: list[str] = Field(default_factory=list, max_length=1000)
     """Training pods created so far, oldest first (for kubectl logs)."""
     message: Annotated[str, Field(max_length=32768)] | None = None

@@ -32,6 +32,12 @@ CONTAINER = "trainer"
 USER_ERROR_EXIT_CODES = [65, 78]  # rlhf_trainer.errors: bad data, bad config
 GRACE_SECONDS = 120
 """Time for the trainer to write a checkpoint after SIGTERM (eviction, suspension)."""
+SHUTDOWN_SECONDS = GRACE_SECONDS - 10
+"""The launcher's wait for its workers to checkpoint after SIGTERM before it kills them:
+the grace period less a margin for the launcher itself to exit (torch's default is 30 s)."""
+STOPPED_EXIT_CODE = 143
+"""The trainer's exit after a checkpoint on SIGTERM (rlhf_trainer.lifecycle.EXIT_INTERRUPTED)."""
+RENDEZVOUS_MARGIN_SECONDS = 60
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 DEFAULT_GPU_RESOURCE: str = Resources.model_fields["gpu_resource_name"].default
@@ -54,26 +60,16 @@ def batch_job(
     nodes = spec.resources.nodes
     run_policy = spec.run_policy
     job_spec: dict[str, Any] = {
-        "backoffLimit": run_policy.backoff_limit,
+        "backoffLimit": job_backoff_limit(job),
         "completions": nodes,
         "parallelism": nodes,
         "completionMode": "Indexed" if nodes > 1 else "NonIndexed",
         "suspend": run_policy.suspend or spec.queue_name is not None,
-        "podFailurePolicy": {
-            "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": CONTAINER,
-                        "operator": "In",
-                        "values": USER_ERROR_EXIT_CODES,
-                    },
-                },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]
-        },
+        "podFailurePolicy": {"rules": _pod_failure_rules(nodes)},
         "template": _pod_template(job, settings, input_claims, config_hash),
     }
+    if nodes > 1:
+        job_spec.update(_group_policy())
     if run_policy.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
     # ttlSecondsAfterFinished is added once the job's status records the outcome
@@ -149,13 +145,75 @@ def _pod_template(
     return customise(template, spec)
 
 
+def job_backoff_limit(job: TrainingJob) -> int:
+    """The batch Job's backoffLimit: runPolicy.backoffLimit for one node; 0 for a group,
+    whose retries are the operator's (a whole new Job per attempt, groupfailure.py)."""
+    return job.spec.run_policy.backoff_limit if job.spec.resources.nodes == 1 else 0
+
+
+def _pod_failure_rules(nodes: int) -> list[dict[str, Any]]:
+    """User errors fail the Job at once. One node: a disruption (eviction, preemption,
+    node drain) is retried by the Job without counting. Several: any rank's disruption
+    fails the Job too, so the operator replaces the whole group (not counted) instead of
+    the Job replacing one rank the others no longer wait for; a rank stopped by SIGTERM
+    (143: suspension, or the agreed stop when a peer was told to stop) is not a failure;
+    anything else fails the Job through backoffLimit 0 and the operator counts a restart."""
+    user_error = {
+        "action": "FailJob",
+        "onExitCodes": {
+            "containerName": CONTAINER,
+            "operator": "In",
+            "values": USER_ERROR_EXIT_CODES,
+        },
+    }
+    disruption = {"onPodConditions": [{"type": "DisruptionTarget"}]}
+    if nodes == 1:
+        return [user_error, {"action": "Ignore", **disruption}]
+    stopped = {
+        "action": "Ignore",
+        "onExitCodes": {
+            "containerName": CONTAINER,
+            "operator": "In",
+            "values": [STOPPED_EXIT_CODE],
+        },
+    }
+    return [user_error, {"action": "FailJob", **disruption}, stopped]
+
+
+def _group_policy() -> dict[str, Any]:
+    """A multi-node Job: rank 0 decides success (the other ranks are then stopped, so a
+    rank failing during teardown after rank 0 published the model does not fail the job),
+    and a replacement pod starts only once the pod it replaces is gone (its GPUs and its
+    hostname free)."""
+    return {
+        "successPolicy": {"rules": [{"succeededIndexes": "0"}]},
+        "podReplacementPolicy": "Failed",
+    }
+
+
+def rendezvous_timeout_seconds(job: TrainingJob) -> int:
+    """How long rank 0 waits for the other ranks (torchrun's static rendezvous: the
+    TCPStore's timeout, ``--rdzv_conf=timeout=``), and the others for rank 0: a gang is
+    scheduled within runPolicy.startDeadlineSeconds or the operator fails the job
+    (PodsNotStarted), so the rendezvous outlasts it by a margin and never fails first."""
+    return job.spec.run_policy.start_deadline_seconds + RENDEZVOUS_MARGIN_SECONDS
+
+
 def _command(job: TrainingJob) -> list[str]:
-    """One process per GPU through torchrun when there is more than one; never a shell."""
+    """One process per GPU through the trainer's launcher (torchrun in-process, keeping
+    the trainer's exit code and the grace period to checkpoint, rlhf_trainer/launch.py)
+    when there is more than one; never a shell."""
     resources = job.spec.resources
     per_node = max(1, resources.gpus_per_node)
     if resources.nodes == 1 and per_node == 1:
         return ["python", "-m", "rlhf_trainer"]
-    launcher = ["torchrun", f"--nproc_per_node={per_node}"]
+    launcher = [
+        "python",
+        "-m",
+        "rlhf_trainer.launch",
+        f"--nproc_per_node={per_node}",
+        f"--shutdown-timeout={SHUTDOWN_SECONDS}",
+    ]
     if resources.nodes == 1:
         return [*launcher, "--standalone", "-m", "rlhf_trainer"]
     names = child_names(job)
@@ -166,6 +224,7 @@ def _command(job: TrainingJob) -> list[str]:
         "--node_rank=$(JOB_COMPLETION_INDEX)",
         f"--master_addr={names.job}-0.{names.service}",
         f"--master_port={RENDEZVOUS_PORT}",
+        f"--rdzv_conf=timeout={rendezvous_timeout_seconds(job)}",
         "-m",
         "rlhf_trainer",
     ]
