@@ -12,6 +12,7 @@ from .api import TrainingJob
 from .chaining import Decision
 from .ownership import LEFTOVER_REASONS
 from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
+from .queueing import queue_message
 from .resources.names import child_names
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -70,11 +71,13 @@ def observe(
     progress: dict[str, Any] | None,
     timestamp: str | None = None,
     warning_events: dict[str, list[dict[str, Any]]] | None = None,
+    workload: dict[str, Any] | None = None,
 ) -> Observation:
     """The status to write, given the previous one and what the cluster shows now.
 
     ``warning_events``: Warning Events by the uid of the pod or Job they are about (podwait.py
-    says which are worth reading); ``timestamp`` is the clock (tests pass their own).
+    says which are worth reading); ``timestamp`` is the clock (tests pass their own);
+    ``workload``: Kueue's Workload of a queued job's Job (queueing.trim_workload).
     """
     timestamp = timestamp or now()
     status = dict(previous)
@@ -91,7 +94,9 @@ def observe(
     wait = (
         why_pods_wait(batch_job, pods, warning_events) if batch_job is not None and active else None
     )
-    phase, reason, message = _phase(job, decision, batch_job, pods, wait, _parse(timestamp))
+    phase, reason, message = _phase(
+        job, decision, batch_job, pods, wait, _parse(timestamp), workload
+    )
     if old_phase in TERMINAL_PHASES:
         phase, reason, message = (
             old_phase,
@@ -208,6 +213,7 @@ def _phase(
     pods: list[dict[str, Any]],
     wait: PodWait | None,
     now: datetime,
+    workload: dict[str, Any] | None = None,
 ) -> tuple[str, str, str]:
     """(phase, reason, message) from the world as it is now."""
     if batch_job is None:
@@ -236,7 +242,9 @@ def _phase(
                 "SuspendedByUser",
                 "suspended: pods stopped, output and checkpoints kept",
             )
-        return "Pending", "Queued", f"waiting for admission by queue {job.spec.queue_name}"
+        if job.spec.queue_name is not None:
+            return "Pending", "Queued", queue_message(job.spec.queue_name, workload)
+        return "Pending", "Queued", "the Job is suspended"
     deadline = job.spec.run_policy.start_deadline_seconds
     if start_deadline_passed(batch_job, pods, deadline, now):
         why = f": {wait.reason}: {wait.message}" if wait is not None else ""

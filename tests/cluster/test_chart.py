@@ -393,6 +393,10 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
             assert can_i(cluster, sa, "create", "events", "-n", where)
             assert can_i(cluster, sa, "list", "events", "-n", where)
             assert not can_i(cluster, sa, "watch", "events", "-n", where)
+            # Kueue's Workloads of queued jobs: watched, and only patched (spec.active).
+            assert can_i(cluster, sa, "watch", "workloads.kueue.x-k8s.io", "-n", where)
+            assert can_i(cluster, sa, "patch", "workloads.kueue.x-k8s.io", "-n", where)
+            assert not can_i(cluster, sa, "create", "workloads.kueue.x-k8s.io", "-n", where)
         job = {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -471,6 +475,7 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
                 ("create", "events"),
                 ("list", "events"),
                 ("patch", "kopfpeerings.kopf.dev"),
+                ("list", "workloads.kueue.x-k8s.io"),
             ):
                 assert not can_i(cluster, sa, verb, resource, "-n", where), (verb, resource, where)
             assert not can_i(

@@ -128,7 +128,8 @@ class JobSpec(ApiModel):
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     """Retries, deadlines, clean-up and suspension."""
     queue_name: Annotated[str, Field(min_length=1, max_length=63)] | None = None
-    """Kueue LocalQueue: the Job is created suspended and admitted by Kueue."""
+    """Kueue LocalQueue: the Job is created suspended and Kueue unsuspends it on admission;
+    runPolicy.suspend then deactivates and reactivates its Kueue Workload."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra environment variables for the training container (e.g. HF_ENDPOINT)."""
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
