@@ -69,10 +69,10 @@ def active_patch(job: TrainingJob, workload: Mapping[str, Any]) -> dict[str, Any
     return None if is_active(workload) == wanted else {"spec": {"active": wanted}}
 
 
-def _condition(workload: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+def _condition(workload: Mapping[str, Any], kind: str) -> dict[str, Any]:
     for condition in (workload.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind:
-            return condition
+            return dict(condition)
     return {}
 
 
