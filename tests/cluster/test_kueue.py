@@ -78,6 +78,26 @@ def _suspended(cluster, namespace: str, job: str) -> bool | None:  # type: ignor
     return None if found is None else bool(found["spec"].get("suspend"))
 
 
+def _suspend_written_by(cluster, namespace: str, job: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The field managers that own the Job's spec.suspend (the last to write it)."""
+    found = _get(cluster, namespace, "job", job, "--show-managed-fields") or {}
+    return [
+        entry["manager"]
+        for entry in found["metadata"].get("managedFields") or []
+        if "f:suspend" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+    ]
+
+
+def _times_started_by_kueue(cluster, namespace: str, job: str) -> int:  # type: ignore[no-untyped-def]
+    """How often Kueue unsuspended the Job (its `Started` Events, counted)."""
+    selector = f"involvedObject.kind=Job,involvedObject.name={job},reason=Started"
+    found = _get(cluster, namespace, "events", "--field-selector", selector) or {}
+    return sum(
+        int(event.get("count") or (event.get("series") or {}).get("count") or 1)
+        for event in found.get("items") or []
+    )
+
+
 def _status(cluster, namespace: str, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     found = _get(cluster, namespace, "sftjob", name) or {}
     return dict(found.get("status") or {})
@@ -122,6 +142,11 @@ def test_kueue_admits_suspends_and_resumes_queued_jobs(kueue, queue, namespace, 
         what="Kueue to admit job-b once job-a is suspended",
     )
     assert _suspended(cluster, namespace, "job-a-sft") is True
+    # Kueue suspended it: the operator never wrote the Job's suspend after creating it.
+    writers = _suspend_written_by(cluster, namespace, "job-a-sft")
+    assert len(writers) == 1 and "kueue" in writers[0], writers
+    # ... and Kueue started it once: it never had to undo a suspension written by another.
+    assert _times_started_by_kueue(cluster, namespace, "job-a-sft") == 1
     wait_for(
         lambda: _status(cluster, namespace, "job-a").get("phase") == "Suspended",
         timeout=30,
