@@ -8,10 +8,10 @@ export RLHF_CACHE ?= $(HOME)/.cache/rlhf-operator
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-python kube-tools node-tools node-packages images prometheus test test-unit test-cluster test-node test-trainer test-local lint kubernetes-types crds dashboards demo clean
+.PHONY: setup setup-python kube-tools kueue node-tools node-packages images prometheus test test-unit test-cluster test-node test-trainer test-local lint kubernetes-types crds dashboards demo clean
 
-## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane, node and images for tests
-setup: setup-python kube-tools node-tools node-packages images prometheus
+## setup: the Python environment, kubectl, helm, Prometheus, the Kubernetes control plane, Kueue, node and images for tests
+setup: setup-python kube-tools kueue node-tools node-packages images prometheus
 
 prometheus:
 	bash hack/install-prometheus.sh
@@ -29,6 +29,10 @@ $(VENV)/.installed: pyproject.toml
 kube-tools:
 	bash hack/fetch-kube-tools.sh
 	bash hack/build-kube.sh
+
+## kueue: Kueue's controller manager and CRDs (built from its Go module) for the queueing tests
+kueue:
+	bash hack/build-kueue.sh
 
 ## node-tools: CoreDNS, local-path-provisioner and crictl for the test node (built from Go modules)
 node-tools:
@@ -49,7 +53,7 @@ test: setup
 test-unit: setup-python
 	$(BIN)/python -m pytest tests/unit
 
-test-cluster: setup-python kube-tools prometheus
+test-cluster: setup-python kube-tools kueue prometheus
 	$(BIN)/python -m pytest tests/cluster
 
 ## test-node: the tests on a real node (kubelet, containerd, the images our Dockerfiles build); root

@@ -16,7 +16,7 @@ child that exists already is a no-op (409).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .api import KINDS, KINDS_BY_NAME, KindInfo, ManifestError, parse_manifest
@@ -207,6 +207,8 @@ class ClusterView:
     pods: Lookup
     training_jobs: Mapping[str, Lookup]
     dependents_by_kind: Mapping[str, Lookup]
+    workloads: Lookup = field(default_factory=dict)
+    """Kueue's Workloads by (namespace, uid of their Job): queueing.trim_workload."""
 
     def batch_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job as last seen; None when the watch has not seen it (yet)."""
@@ -221,6 +223,12 @@ class ClusterView:
         found = _values(self.training_jobs[info.kind], (namespace, name))
         return dict(found[0]) if found else None
 
+    def workload_of(self, namespace: str, job_uid: str) -> dict[str, Any] | None:
+        """The Workload Kueue made for the Job with this uid; None before it made one
+        (or where Kueue is not installed)."""
+        found = _values(self.workloads, (namespace, job_uid))
+        return dict(found[0]) if found else None
+
     def dependents(self, namespace: str, kind: str, name: str) -> list[tuple[KindInfo, str]]:
         """The jobs still waiting for this one, as (kind, name)."""
         found = {
@@ -233,6 +241,7 @@ class ClusterView:
 
 BATCH_JOBS_INDEX = "rlhf_batch_jobs"
 PODS_INDEX = "rlhf_pods"
+WORKLOADS_INDEX = "rlhf_workloads"
 
 
 def training_jobs_index(info: KindInfo) -> str:
@@ -250,4 +259,5 @@ def view_from_indexes(indexes: Mapping[str, Any]) -> ClusterView:
         pods=indexes[PODS_INDEX],
         training_jobs={info.kind: indexes[training_jobs_index(info)] for info in KINDS},
         dependents_by_kind={info.kind: indexes[dependents_index(info)] for info in KINDS},
+        workloads=indexes.get(WORKLOADS_INDEX, {}),
     )

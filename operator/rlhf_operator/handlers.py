@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import cache, kube, metrics
+from . import cache, kube, metrics, queueing
 from .api import GROUP, KINDS, KINDS_BY_NAME, VERSION, KindInfo
 from .reconcile import WRITTEN, reconcile
 from .resources.names import MANAGED_BY
@@ -211,6 +211,39 @@ def _reconcile_owner(body: kopf.Body, indexes: dict[str, Any]) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)
 def on_batch_job(body: kopf.Body, **indexes: Any) -> None:
     _reconcile_owner(body, indexes)
+
+
+# Kueue's Workloads (queueing.py), at the version the cluster prefers. Where Kueue is not
+# installed Kopf logs once that the resource is unresolved, and starts watching it when
+# the CRD appears. Workloads carry no label of ours: each is matched to its Job by the
+# uid label Kueue puts on it.
+@kopf.index(queueing.GROUP, queueing.WORKLOADS, id=cache.WORKLOADS_INDEX)
+async def index_workload(body: kopf.Body, namespace: str, **_: Any) -> Any:
+    job_uid = queueing.job_uid_of(body)
+    return {(namespace, job_uid): queueing.trim_workload(body)} if job_uid else None
+
+
+@kopf.on.event(queueing.GROUP, queueing.WORKLOADS)
+def on_workload(body: kopf.Body, namespace: str, **indexes: Any) -> None:
+    """Kueue admitted, evicted or reconsidered a Workload: update the job of its Job."""
+    for reference in body["metadata"].get("ownerReferences") or []:
+        if reference.get("kind") != "Job" or not reference.get("controller"):
+            continue
+        view = cache.view_from_indexes(indexes)
+        batch_job = view.batch_job(namespace, reference.get("name", ""))
+        if batch_job is None or batch_job["metadata"].get("uid") != reference.get("uid"):
+            continue  # not one of ours
+        owner = next((ref for ref in batch_job["metadata"].get("ownerReferences") or []), None)
+        info = KINDS_BY_NAME.get((owner or {}).get("kind", ""))
+        job = view.training_job(info, namespace, owner["name"]) if info and owner else None
+        if info is None or job is None:
+            continue
+        if (job.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            continue
+        try:
+            _reconcile(info, job, view)
+        except kopf.TemporaryError as error:
+            log.warning("updating %s/%s: %s", info.kind, job["metadata"]["name"], error)
 
 
 @kopf.on.event("v1", "pods", labels=OURS)

@@ -208,6 +208,16 @@ def delete_batch_job(namespace: str, name: str, uid: str) -> None:
             raise
 
 
+def patch_workload(api_version: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    """Merge-patch one of Kueue's Workloads (at the version the watch saw it in)."""
+    try:
+        path = f"/apis/{api_version}/namespaces/{quote(namespace)}/workloads/{quote(name)}"
+        request("PATCH", path, patch, content_type=MERGE_PATCH)
+    except ApiException as error:
+        if error.status != 404:  # gone with its Job: nothing to switch
+            raise
+
+
 def post_event(
     info: KindInfo, body: dict[str, Any], event_type: str, reason: str, message: str
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import groupfailure, kube, metrics, podwait
+from . import groupfailure, kube, metrics, podwait, queueing
 from .api import KINDS_BY_NAME, KindInfo, ManifestError, TrainingJob, parse_manifest
 from .cache import ClusterView
 from .chaining import Decision, decide
@@ -136,6 +136,9 @@ def _reconcile(
         used = groupfailure.active_seconds_used(previous)
         _apply_run_policy(job, ours, outcome_recorded=False, seconds_used=used)
     job_uid = (ours or {}).get("metadata", {}).get("uid")
+    workload = view.workload_of(namespace, job_uid) if ours and job.spec.queue_name else None
+    if workload is not None and not has_finished(ours or {}):
+        _apply_queue_suspension(job, workload)
     pods = [pod for pod in cached_pods if is_controlled_by(pod, job_uid)] if ours else []
     progress = _progress(pods, settings)
     events: dict[str, list[dict[str, Any]]] = {}
@@ -147,7 +150,15 @@ def _reconcile(
     else:
         group = groupfailure.awaiting_replacement(job, previous, cached_pods)
     observation = observe(
-        job, previous, decision, ours, pods, progress, warning_events=events, group=group
+        job,
+        previous,
+        decision,
+        ours,
+        pods,
+        progress,
+        warning_events=events,
+        group=group,
+        workload=workload,
     )
     if observation.status != previous:
         written = kube.patch_status(
@@ -311,6 +322,24 @@ def _replace_group(failed_job: dict[str, Any]) -> None:
         return
     kube.delete_batch_job(metadata["namespace"], metadata["name"], metadata["uid"])
     log.info("restarting the group: deleted Job %s/%s", metadata["namespace"], metadata["name"])
+
+
+def _apply_queue_suspension(job: TrainingJob, workload: dict[str, Any]) -> None:
+    """runPolicy.suspend of a queued job, the Kueue way: the Workload's spec.active
+    (queueing.py). Kueue then suspends or, once admitted again, resumes the Job."""
+    patch = queueing.active_patch(job, workload)
+    if patch is None:
+        return
+    metadata = workload["metadata"]
+    kube.patch_workload(workload["apiVersion"], metadata["namespace"], metadata["name"], patch)
+    workload["spec"] = {**(workload.get("spec") or {}), **patch["spec"]}
+    log.info(
+        "%s Workload %s/%s of queued job %s",
+        "activated" if patch["spec"]["active"] else "deactivated",
+        metadata["namespace"],
+        metadata["name"],
+        job.metadata.name,
+    )
 
 
 STOPPED_DEADLINE_SECONDS = 1

@@ -8,6 +8,8 @@ Every field of runPolicy that may change after creation is applied, so that the 
   against runPolicy.backoffLimit itself, groupfailure.py) are patched onto the Job while
   it runs (the Job API lets all three change), never once
   the job's status is final (a job failed with PodsNotStarted keeps its Job stopped);
+  with ``queueName`` Kueue owns the Job's ``suspend`` and the user's goes to the Workload
+  (``queueing.py``);
 * ``ttlSecondsAfterFinished`` is put on the Job only once the job's status records the
   Job's outcome, so the TTL controller can never delete a finished Job (and its pods'
   exit summaries) before the operator has read it, whether it was busy or down;
@@ -48,10 +50,9 @@ def job_spec_patch(
     if not outcome_recorded and not has_finished(batch_job):
         # Once the job's status is final its Job is never resumed or changed (a job failed
         # for pods that did not start has its Job stopped, reconcile._stop_unstarted_job).
-        # With a queue, Kueue owns suspend once it admits the workload: only the user's
-        # own suspension is ours to set.
-        queue_managed = job.spec.queue_name is not None and not run_policy.suspend
-        if not queue_managed and bool(current.get("suspend")) != run_policy.suspend:
+        # With a queue, Kueue owns suspend: the operator never writes it after creating the
+        # Job; the user's suspension goes to the Workload's spec.active (queueing.py).
+        if job.spec.queue_name is None and bool(current.get("suspend")) != run_policy.suspend:
             wanted["suspend"] = run_policy.suspend
         deadline = run_policy.active_deadline_seconds
         wanted["activeDeadlineSeconds"] = (

@@ -22,6 +22,7 @@ from .groupfailure import (
 from .health import health
 from .ownership import LEFTOVER_REASONS
 from .podwait import PodWait, job_is_active, start_deadline_passed, why_pods_wait
+from .queueing import queue_message
 from .resources.job import USER_ERROR_EXIT_CODES
 from .resources.names import child_names
 from .scratch import SCRATCH_DISK_EXCEEDED, scratch_disk_eviction
@@ -83,12 +84,14 @@ def observe(
     timestamp: str | None = None,
     warning_events: dict[str, list[dict[str, Any]]] | None = None,
     group: GroupDecision | None = None,
+    workload: dict[str, Any] | None = None,
 ) -> Observation:
     """The status to write, given the previous one and what the cluster shows now.
 
     ``warning_events``: Warning Events by the uid of the pod or Job they are about (podwait.py
     says which are worth reading); ``timestamp`` is the clock (tests pass their own);
     ``group``: what groupfailure.py decided about a multi-node job's failed Job.
+    ``workload``: Kueue's Workload of a queued job's Job (queueing.trim_workload).
     """
     timestamp = timestamp or now()
     status = dict(previous)
@@ -105,7 +108,9 @@ def observe(
     wait = (
         why_pods_wait(batch_job, pods, warning_events) if batch_job is not None and active else None
     )
-    phase, reason, message = _phase(job, decision, batch_job, pods, wait, _parse(timestamp))
+    phase, reason, message = _phase(
+        job, decision, batch_job, pods, wait, _parse(timestamp), workload
+    )
     restarting = group is not None and group.action in ("restart", "replacing")
     if restarting and group is not None:
         phase, reason, message = "Pending", GROUP_RESTARTING, group.message
@@ -235,6 +240,7 @@ def _phase(
     pods: list[dict[str, Any]],
     wait: PodWait | None,
     now: datetime,
+    workload: dict[str, Any] | None = None,
 ) -> tuple[str, str, str]:
     """(phase, reason, message) from the world as it is now."""
     if batch_job is None:
@@ -270,7 +276,9 @@ def _phase(
                 "SuspendedByUser",
                 "suspended: pods stopped, output and checkpoints kept",
             )
-        return "Pending", "Queued", f"waiting for admission by queue {job.spec.queue_name}"
+        if job.spec.queue_name is not None:
+            return "Pending", "Queued", queue_message(job.spec.queue_name, workload)
+        return "Pending", "Queued", "the Job is suspended"
     deadline = job.spec.run_policy.start_deadline_seconds
     if start_deadline_passed(batch_job, pods, deadline, now):
         why = f": {wait.reason}: {wait.message}" if wait is not None else ""

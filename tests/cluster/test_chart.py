@@ -61,6 +61,28 @@ def can_i(cluster: KubeCluster, kubeconfig: Path, *args: str) -> bool:
     return answer == "yes"
 
 
+def may_use_workloads(cluster: KubeCluster, kubeconfig: Path, verb: str, namespace: str) -> bool:
+    """Whether the kubeconfig's user may `verb` Kueue's Workloads in `namespace`. Asked with a
+    SelfSubjectAccessReview: `kubectl auth can-i` answers "no" for a resource whose CRD is not
+    installed (Kueue's need not be)."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "verb": verb,
+                "group": "kueue.x-k8s.io",
+                "resource": "workloads",
+                "namespace": namespace,
+            }
+        },
+    }
+    answer = cluster.kubectl(
+        "create", "-f", "-", "-o", "json", kubeconfig=kubeconfig, input=json.dumps(review)
+    )
+    return bool(json.loads(answer.stdout)["status"].get("allowed"))
+
+
 def api_patch(
     cluster: KubeCluster, kubeconfig: Path, path: str, patch: dict[str, Any]
 ) -> tuple[int, str]:
@@ -378,6 +400,10 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
             assert can_i(cluster, sa, "create", "events", "-n", where)
             assert can_i(cluster, sa, "list", "events", "-n", where)
             assert not can_i(cluster, sa, "watch", "events", "-n", where)
+            # Kueue's Workloads of queued jobs: watched, and only patched (spec.active).
+            for verb in ("list", "watch", "patch"):
+                assert may_use_workloads(cluster, sa, verb, where)
+            assert not may_use_workloads(cluster, sa, "create", where)
         job = {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -458,6 +484,7 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
                 ("patch", "kopfpeerings.kopf.dev"),
             ):
                 assert not can_i(cluster, sa, verb, resource, "-n", where), (verb, resource, where)
+            assert not may_use_workloads(cluster, sa, "list", where)
             assert not can_i(
                 cluster, sa, "patch", "sftjobs.rlhf.dev", "--subresource=status", "-n", where
             )

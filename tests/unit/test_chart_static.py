@@ -602,6 +602,7 @@ NAMESPACED_RULES = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"list", "create", "patch"},
+    ("kueue.x-k8s.io", "workloads"): {"list", "watch", "patch"},  # queueName: spec.active
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
 

@@ -123,6 +123,14 @@ pods/exec; no deletes (owner references let the garbage collector remove childre
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["list", "create", "patch"]
+# Kueue's Workloads, for jobs with queueName: list/watch: the in-memory index the status
+# reads why a queued job waits from (QuotaReserved, Admitted, Evicted), whose events also
+# wake the job when Kueue admits or evicts it; patch: spec.active, the way a queued job is
+# suspended and resumed (Kueue owns the Job's spec.suspend). Without Kueue installed the
+# rule is unused.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 
 {{/*

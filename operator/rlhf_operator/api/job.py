@@ -140,7 +140,8 @@ class JobSpec(ApiModel):
     queue_name: (
         Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=63)] | None
     ) = None
-    """Kueue LocalQueue: the Job is created suspended and admitted by Kueue. A LocalQueue's
+    """Kueue LocalQueue: the Job is created suspended and Kueue unsuspends it on admission;
+    runPolicy.suspend then deactivates and reactivates its Kueue Workload. A LocalQueue's
     name, at most 63 characters (it becomes a label value)."""
     pod: PodSettings = Field(default_factory=PodSettings)
     """Settings of the training pods for the cluster: image pull secrets, service account,
