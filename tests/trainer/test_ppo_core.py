@@ -93,7 +93,7 @@ def test_kl_estimators_known_values() -> None:
     torch.testing.assert_close(k1, torch.tensor([math.log(2.0), 0.0]))
     torch.testing.assert_close(k3, torch.tensor([(0.5 - 1.0) + math.log(2.0), 0.0]))
     with pytest.raises(ValueError):
-        kl_estimate(logprobs, reference, "k2")
+        kl_estimate(logprobs, reference, "k4")
 
 
 def test_kl_estimators_average_to_the_true_kl() -> None:

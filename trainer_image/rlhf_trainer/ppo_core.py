@@ -58,6 +58,14 @@ from trl.trainer.utils import (
 
 from . import scoring
 from .checkpointing import CheckpointSchedule
+from .estimators import (
+    generalized_advantage_estimation,
+    kl_estimate,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    per_token_rewards,
+)
 
 __all__ = [
     "PPOHyperparameters",
@@ -167,38 +175,6 @@ class PPOHyperparameters:
 # --------------------------------------------------------------------------------------
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean over real tokens only, so padding never dilutes losses or statistics."""
-    mask = mask.to(values.dtype)
-    if dim is None:
-        return (values * mask).sum() / mask.sum().clamp(min=1)
-    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
-
-
-def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance over real tokens. Unbiased (Bessel-corrected) by default, like TRL; with a
-    single real token the correction is undefined, so the plain variance (0) is returned."""
-    mean = masked_mean(values, mask)
-    variance = masked_mean((values - mean) ** 2, mask)
-    count = mask.to(values.dtype).sum()
-    if unbiased and count > 1:
-        variance = variance * count / (count - 1)
-    return variance
-
-
-def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True
-) -> torch.Tensor:
-    """Scale to unit variance (and zero mean unless ``shift_mean`` is False) using real tokens'
-    statistics. Keeping the mean (shift_mean=False) is how TRL whitens rewards: it changes
-    their scale but not whether a response was good or bad on average."""
-    mean, variance = masked_mean(values, mask), masked_var(values, mask)
-    whitened = (values - mean) * torch.rsqrt(variance + 1e-8)
-    if not shift_mean:
-        whitened = whitened + mean
-    return whitened
-
-
 def first_true_indices(flags: torch.Tensor) -> torch.Tensor:
     """Index of the first True in each row of a 2-D bool tensor (the row length if none)."""
     row_length = flags.size(-1)
@@ -226,62 +202,6 @@ def is_stop_token(tokens: torch.Tensor, stop_token_ids: int | list[int]) -> torc
     """True where a token is one of the stop tokens."""
     ids = [stop_token_ids] if isinstance(stop_token_ids, int) else list(stop_token_ids)
     return torch.isin(tokens, torch.tensor(ids, dtype=tokens.dtype, device=tokens.device))
-
-
-def kl_estimate(
-    logprobs: torch.Tensor, reference_logprobs: torch.Tensor, estimator: str
-) -> torch.Tensor:
-    """Per-token estimate of KL(policy || reference) from log-probabilities of tokens sampled
-    from the policy.
-
-    k1 is the log-ratio log p - log q: unbiased but can be negative per token.
-    k3 is (r - 1) - log r with r = q / p: unbiased, never negative, lower variance
-    (http://joschu.net/blog/kl-approx.html).
-    """
-    log_ratio = reference_logprobs - logprobs
-    if estimator == "k1":
-        return -log_ratio
-    if estimator == "k3":
-        return torch.expm1(log_ratio) - log_ratio
-    raise ValueError(f"unknown KL estimator {estimator!r}; use 'k1' or 'k3'")
-
-
-def per_token_rewards(
-    kl: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, kl_coef: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reward PPO maximises: a KL penalty on every real token plus the reward model's
-    score on the last real token (where the response is complete).
-
-    Returns ``(rewards, non_score_rewards)``, both zero on padding.
-    """
-    non_score_rewards = (-kl_coef * kl) * mask
-    last_index = (mask.long().sum(dim=1) - 1).clamp(min=0)
-    rewards = non_score_rewards.clone()
-    rewards[torch.arange(rewards.size(0), device=rewards.device), last_index] += scores
-    return rewards * mask, non_score_rewards
-
-
-def generalized_advantage_estimation(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE (Schulman et al. 2015) over response tokens; returns ``(advantages, returns)``.
-
-    ``values[:, t]`` is the value of the state before token t. Padding has zero reward and
-    zero value, so the state after the last real token counts as terminal (value 0).
-    Returns are advantages + values: the value function's regression target.
-    """
-    rewards = rewards * mask
-    values = values * mask
-    length = rewards.size(1)
-    running = torch.zeros_like(rewards[:, 0])
-    advantages_reversed = []
-    for t in reversed(range(length)):
-        next_value = values[:, t + 1] if t < length - 1 else torch.zeros_like(values[:, t])
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = delta + gamma * lam * running
-        advantages_reversed.append(running)
-    advantages = torch.stack(advantages_reversed[::-1], dim=1)
-    return advantages, advantages + values
 
 
 def clipped_policy_loss(
