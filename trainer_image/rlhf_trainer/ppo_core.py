@@ -30,6 +30,7 @@ Checkpoints are ``ppo_checkpoint.py``'s. ``PPOLoop`` strings the phases together
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 import warnings
@@ -880,6 +881,14 @@ class PPOLoop:
     def _load_checkpoint(self, folder: Path) -> dict[str, float]:
         """Restore weights, optimizer, RNG and step from ``folder``; returns its saved metrics."""
         saved_step = int(folder.name.removeprefix(CHECKPOINT_PREFIX))
+        saved = json.loads((folder / TRAINER_STATE_FILE).read_text()).get("hyperparameters", {})
+        saved_estimator = saved.get("advantage_estimator", "gae")
+        if saved_estimator != self.hyperparameters.advantage_estimator:
+            raise ValueError(
+                f"{folder} was saved by a {saved_estimator} run; it cannot resume as"
+                f" {self.hyperparameters.advantage_estimator} (the trained models differ):"
+                " resume with that estimator or start afresh"
+            )
         state = load_checkpoint(
             self.accelerator,
             folder,
