@@ -5,6 +5,7 @@ that score a rollout (policy and reference log-probabilities, values) and by the
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -68,6 +69,33 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     """Log-probabilities of the sampled tokens under the *tempered* distribution, which is the
     one sampled from (TRL divides by temperature + 1e-7 likewise)."""
     return selective_log_softmax(logits.float() / (temperature + 1e-7), tokens)
+
+
+# (logits predicting each response token, values of the states before them or None)
+ModelOutput = tuple[torch.Tensor, torch.Tensor | None]
+
+
+@torch.no_grad()
+def logprobs_in_chunks(
+    forward: Callable[[torch.Tensor, torch.Tensor, int], ModelOutput],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    responses: torch.Tensor,
+    chunk: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities of ``responses`` (and the values, when ``forward`` gives them) over
+    (prompt + response) rows, ``chunk`` rows per forward pass to bound memory."""
+    logprobs, values = [], []
+    width = responses.size(1)
+    for start in range(0, input_ids.size(0), chunk):
+        rows = slice(start, start + chunk)
+        logits, chunk_values = forward(input_ids[rows], attention_mask[rows], width)
+        logprobs.append(token_logprobs(logits, responses[rows], temperature))
+        if chunk_values is not None:
+            values.append(chunk_values.float())
+        del logits
+    return torch.cat(logprobs), (torch.cat(values) if values else None)
 
 
 def check_value_model(value_model: nn.Module) -> None:
