@@ -103,6 +103,15 @@ def test_generate_score_reference_and_advantage_phases_alone() -> None:
     assert "value_loss" not in stats and stats["policy_loss"].shape == (2, 2, 1)
 
 
+def test_grpo_puts_the_kl_in_the_loss_and_not_in_the_reward() -> None:
+    loop = make_loop(small("grpo", kl_coef=0.5, kl_estimator="k3"))
+    rollout = loop.rollout(0)
+    assert rollout.non_score_rewards.abs().sum() == 0
+    stats = loop.update(rollout, 0)
+    torch.testing.assert_close(stats["loss"], stats["policy_loss"] + 0.5 * stats["kl_loss"])
+    assert stats["kl_loss"][-1].max() > 0  # the policy has moved from the reference by then
+
+
 def test_estimators_without_a_critic_refuse_a_value_model_and_gae_needs_one() -> None:
     with pytest.raises(ValueError, match="uses no value model"):
         PPOLoop(hyperparameters=small("rloo"), **fresh_models())
