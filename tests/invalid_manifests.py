@@ -314,6 +314,37 @@ CASES = [
         "in PPO it is the micro-batch",
     ),
     InvalidCase(
+        "grpo-with-one-sample-per-prompt",
+        "PPOJob",
+        {"spec.ppo": {"advantageEstimator": "grpo", "rolloutBatchSize": 8}},
+        "spec.ppo.samplesPerPrompt",
+        "need at least 2 of them",
+    ),
+    InvalidCase(
+        "rollout-splits-a-group",
+        "PPOJob",
+        {"spec.ppo": {"advantageEstimator": "rloo", "samplesPerPrompt": 3, "rolloutBatchSize": 8}},
+        "spec.ppo.rolloutBatchSize",
+        "must be a multiple of ppo.samplesPerPrompt",
+    ),
+    InvalidCase(
+        "value-model-without-gae",
+        "PPOJob",
+        {
+            "spec.ppo": {"advantageEstimator": "reinforce++"},
+            "spec.valueModel": {"fromJob": {"kind": "RewardModelJob", "name": "reward"}},
+        },
+        "spec.valueModel",
+        "only the gae estimator has a value model",
+    ),
+    InvalidCase(
+        "unknown-advantage-estimator",
+        "PPOJob",
+        {"spec.ppo": {"advantageEstimator": "ppo"}},
+        "spec.ppo.advantageEstimator",
+        "grpo",
+    ),
+    InvalidCase(
         "kl-coef-not-a-number",
         "PPOJob",
         {"spec.ppo": {"klCoef": "high"}},

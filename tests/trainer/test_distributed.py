@@ -323,3 +323,38 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_then_the_rerun_resum
     assert f"resuming from checkpoint-{step}" in log0
     assert summary(output)["steps"] == 60
     assert (output / "model" / "COMPLETE").exists()
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "reinforce++"])
+def test_estimators_without_a_value_model_on_two_processes(write_config, estimator: str) -> None:
+    """DDP over two processes without a value model: grpo's groups each live on one process,
+    reinforce++ normalises over the batch of both (an all-reduce); both finish, in step."""
+    spec = {
+        "resources": {"gpusPerNode": 0},
+        "policy": {"preset": "tiny"},
+        "rewardModel": {"preset": "tiny"},
+        "dataset": {"preset": "tiny"},
+        "training": {"learningRate": 1e-3, "batchSize": 4, "loggingSteps": 1},
+        "ppo": {
+            "advantageEstimator": estimator,
+            "samplesPerPrompt": 2,
+            "totalEpisodes": 32,
+            "rolloutBatchSize": 8,
+            "miniBatches": 2,
+            "epochs": 1,
+            "responseLength": 4,
+            "evalPrompts": 4,
+        },
+        "runPolicy": {"checkpointInterval": 1},
+    }
+    config, output = write_config(job_manifest("PPOJob", "two-processes", spec))
+    results = _finish(_start([sys.executable, "-m", "rlhf_trainer", "ppo"], config))
+    assert [code for code, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    result = summary(output)
+    assert result["steps"] == 2  # 32 responses / (8 per process x 2 processes)
+    metrics = result["metrics"]
+    assert metrics["episode"] == 32 and "loss/value_avg" not in metrics
+    assert ("objective/frac_reward_zero_std" in metrics) == (estimator == "grpo")
+    checkpoint = output / "checkpoints" / "checkpoint-2"
+    assert (checkpoint / "rng_state_0.pt").exists() and (checkpoint / "rng_state_1.pt").exists()
+    assert not (checkpoint / "value_model.safetensors").exists()

@@ -259,6 +259,63 @@ def test_a_value_model_with_another_vocabulary_is_refused(write_config, tmp_path
     assert "spec.rewardModel" in _failure(config) and "spec.valueModel" in _failure(config)
 
 
+def test_grpo_loads_no_value_model(write_config, tmp_path) -> None:
+    """The reward model that gae refuses (its vocabulary is not the policy's, so it cannot
+    start the value model) is fine for grpo: no value model is loaded, the run completes and
+    its checkpoints hold the policy alone."""
+    from rlhf_trainer.presets import tiny_llama_config
+    from transformers import LlamaForSequenceClassification
+
+    other = bpe_tokenizer(["a dog likes a song."] * 20, 280)
+    LlamaForSequenceClassification(tiny_llama_config(other, num_labels=1)).save_pretrained(
+        tmp_path / "reward"
+    )
+    other.save_pretrained(tmp_path / "reward")
+    manifest = _ppo_manifest(
+        ppo={
+            "advantageEstimator": "grpo",
+            "samplesPerPrompt": 4,
+            "totalEpisodes": 16,
+            "rolloutBatchSize": 8,
+            "responseLength": 4,
+            "evalPrompts": 4,
+        },
+        runPolicy={"checkpointInterval": 1},
+    )
+    config, output = write_config(manifest, inputs={"rewardModel": str(tmp_path / "reward")})
+    assert run_stage("ppo", config, ppo.train) == 0
+    metrics = summary(output)["metrics"]
+    assert "loss/value_avg" not in metrics and "loss/kl_avg" in metrics
+    assert 0.0 <= metrics["objective/frac_reward_zero_std"] <= 1.0
+    checkpoints = sorted(output.glob("**/checkpoint-*"))
+    assert checkpoints and all((c / "policy.safetensors").is_file() for c in checkpoints)
+    assert not list(output.glob("**/value_model.safetensors"))
+
+
+def test_the_estimator_settings_reach_the_loop() -> None:
+    from rlhf_operator.api import PPOJobSpec
+
+    spec = PPOJobSpec.model_validate(
+        {
+            **_ppo_manifest()["spec"],
+            "ppo": {
+                "advantageEstimator": "rloo",
+                "samplesPerPrompt": 4,
+                "rolloutBatchSize": 16,
+                "klPenalty": "loss",
+                "klEstimator": "k2",
+                "normalizeAdvantages": True,
+            },
+        }
+    )
+    settings = ppo.hyperparameters_for(spec)
+    assert settings.advantage_estimator == "rloo" and settings.samples_per_prompt == 4
+    assert settings.kl_in_loss and settings.kl_estimator == "k2"
+    assert settings.normalize_advantages and not settings.uses_value_model
+    assert settings.prompts_per_rollout == 4
+    settings.validate()
+
+
 def test_prompts_of_the_wrong_shape_are_a_data_error(write_config, tmp_path, preset_cache) -> None:
     from rlhf_trainer.presets import tiny_model_path
 

@@ -93,7 +93,7 @@ def test_kl_estimators_known_values() -> None:
     torch.testing.assert_close(k1, torch.tensor([math.log(2.0), 0.0]))
     torch.testing.assert_close(k3, torch.tensor([(0.5 - 1.0) + math.log(2.0), 0.0]))
     with pytest.raises(ValueError):
-        kl_estimate(logprobs, reference, "k2")
+        kl_estimate(logprobs, reference, "k4")
 
 
 def test_kl_estimators_average_to_the_true_kl() -> None:
@@ -176,7 +176,17 @@ def test_hyperparameters_are_validated() -> None:
             rollout_batch_size=8, mini_batches=2, gradient_accumulation_steps=3
         ).validate()
     with pytest.raises(ValueError, match="kl_estimator"):
-        PPOHyperparameters(kl_estimator="k2").validate()
+        PPOHyperparameters(kl_estimator="k4").validate()
+    with pytest.raises(ValueError, match="samples_per_prompt must be at least 2"):
+        PPOHyperparameters(advantage_estimator="grpo").validate()
+    with pytest.raises(ValueError, match="multiple of samples_per_prompt"):
+        PPOHyperparameters(
+            advantage_estimator="rloo", rollout_batch_size=6, samples_per_prompt=4
+        ).validate()
+    with pytest.raises(ValueError, match="advantage_estimator"):
+        PPOHyperparameters(advantage_estimator="ppo").validate()
+    assert PPOHyperparameters(advantage_estimator="grpo", samples_per_prompt=2).kl_in_loss
+    assert not PPOHyperparameters(advantage_estimator="rloo", samples_per_prompt=2).kl_in_loss
 
 
 # --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """PPO stage: the policy (an SFT model) against the reward model, kept near a frozen
-reference copy by a KL penalty; the algorithm is ppo_core.PPOLoop.
+reference copy by a KL penalty; the algorithm is ppo_core.PPOLoop, with PPO's value model
+(advantageEstimator gae) or without one (grpo, rloo, reinforce++: none is loaded).
 
 The reward model may have its own tokenizer: responses are decoded to text and re-encoded
 in the form the reward model was trained on (``scoring.py``). The value model is trained on
@@ -34,16 +35,19 @@ def train(context: Context) -> StageResult:
     tokenizer = load_tokenizer(spec.policy, "policy", config)
     train_prompts, eval_prompts = _prompts(context, tokenizer)  # data errors before loading
     reward_tokenizer = load_tokenizer(spec.reward_model, "rewardModel", config)
+    hyperparameters = hyperparameters_for(spec)
+    uses_value_model = hyperparameters.uses_value_model
     value_source, value_slot = (
         (spec.value_model, "valueModel") if spec.value_model else (spec.reward_model, "rewardModel")
     )
-    check_same_vocabulary(  # tokenizers are cheap: refuse before loading any model
-        tokenizer,
-        reward_tokenizer
-        if value_slot == "rewardModel"
-        else load_tokenizer(value_source, value_slot, config),
-        value_slot,
-    )
+    if uses_value_model:
+        check_same_vocabulary(  # tokenizers are cheap: refuse before loading any model
+            tokenizer,
+            reward_tokenizer
+            if value_slot == "rewardModel"
+            else load_tokenizer(value_source, value_slot, config),
+            value_slot,
+        )
     reward_model = load_reward_model(context, dtype, reward_tokenizer.pad_token_id)
     reward_format = scoring.read_format(
         _local_folder(spec.reward_model, "rewardModel", context),
@@ -52,11 +56,12 @@ def train(context: Context) -> StageResult:
     )
     policy = load_causal_lm(spec.policy, "policy", config, master)
     reference = load_causal_lm(spec.policy, "policy", config, dtype)
-    value_model = load_classifier(
-        value_source, value_slot, config, master, None, tokenizer.pad_token_id
+    # grpo, rloo and reinforce++ have no critic: no value model is loaded (less memory).
+    value_model = (
+        load_classifier(value_source, value_slot, config, master, None, tokenizer.pad_token_id)
+        if uses_value_model
+        else None
     )
-
-    hyperparameters = hyperparameters_for(spec)
 
     tracked = (
         TrackerLog(
@@ -187,6 +192,11 @@ def hyperparameters_for(spec: Any) -> Any:
         missing_eos_penalty=settings.missing_eos_penalty,
         whiten_rewards=settings.whiten_rewards,
         seed=spec.training.seed,
+        advantage_estimator=settings.advantage_estimator,
+        samples_per_prompt=settings.samples_per_prompt,
+        kl_penalty=settings.kl_penalty,
+        scale_rewards=settings.scale_rewards,
+        normalize_advantages=settings.normalize_advantages,
     )
 
 

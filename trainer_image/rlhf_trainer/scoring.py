@@ -187,3 +187,36 @@ class RewardScorer:
             for prompt, response in zip(prompts, responses, strict=True)
         ]
         return score(self.model, self.tokenizer.pad_token_id, sequences, self.batch_size)
+
+
+def continuation(tokenizer: Any, prompt: list[int], response: list[int]) -> str:
+    """The response's text as it reads after the prompt. Decoded alone, a SentencePiece
+    response (Mistral, Gemma, Llama-2) loses the space its first token starts with, and
+    "the cat" + "sees" would be re-encoded as "the catsees"."""
+    head = tokenizer.decode(prompt, skip_special_tokens=True)
+    whole = tokenizer.decode(prompt + response, skip_special_tokens=True)
+    if whole.startswith(head):
+        return whole[len(head) :]
+    return tokenizer.decode(response, skip_special_tokens=True)
+
+
+def response_texts(
+    tokenizer: Any,
+    prompt_ids: Any,
+    prompt_mask: Any,
+    responses: Any,
+    response_mask: Any,
+    conversational: bool,
+) -> list[str]:
+    """Sampled responses (padded token tensors) as the texts a reward model scores: each
+    decoded in the context of its prompt, special and stop tokens dropped."""
+    texts = []
+    for row in range(responses.size(0)):
+        text = continuation(
+            tokenizer,
+            prompt_ids[row][prompt_mask[row].bool()].tolist(),
+            responses[row][response_mask[row].bool()].tolist(),
+        )
+        # Chat templates render a message's content without surrounding whitespace.
+        texts.append(text.strip() if conversational else text)
+    return texts
