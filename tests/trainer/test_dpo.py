@@ -168,3 +168,16 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(write_config, capsys) ->
 
     assert last_loss(resumed) == pytest.approx(last_loss(finished), rel=1e-4)
     assert (output / "model" / "COMPLETE").exists()
+
+
+def test_ratings_hold_no_pairs_and_fail_as_data_errors(
+    write_config, tmp_path: Path, capsys
+) -> None:
+    from rlhf_trainer.errors import EXIT_DATA_ERROR
+
+    data = hub_shapes.write("rating", tmp_path / "data" / "ratings.jsonl", count=8)
+    spec = _spec(dataset={"pvc": {"claimName": "data", "path": data.name}})
+    config, _ = write_config(job_manifest("DPOJob", "ratings", spec), {"dataset": str(data)})
+    assert run_stage("dpo", config, train) == EXIT_DATA_ERROR
+    error = capsys.readouterr().err
+    assert "expected columns chosen+rejected or responses" in error and str(data) in error
