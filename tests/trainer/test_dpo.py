@@ -4,7 +4,11 @@ shape RewardModelJob accepts, the reward model judges a win rate, and a crashed 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -181,3 +185,52 @@ def test_ratings_hold_no_pairs_and_fail_as_data_errors(
     assert run_stage("dpo", config, train) == EXIT_DATA_ERROR
     error = capsys.readouterr().err
     assert "expected columns chosen+rejected or responses" in error and str(data) in error
+
+
+def test_lora_dpo_uses_the_base_model_as_its_reference_and_publishes_a_merged_model(
+    write_config,
+) -> None:
+    output = _run(
+        write_config,
+        _spec(
+            dataset={"preset": "tiny", "maxSamples": 64, "evalFraction": 0.25},
+            training={"maxSteps": 3, "learningRate": 1e-3},
+            lora={"r": 4, "alpha": 8},
+            earlyStopping={"metric": "eval_rewards/accuracies", "patience": 2},
+        ),
+    )
+    result = summary(output)
+    assert "eval_rewards/margins" in result["metrics"]
+    # The reference is the base model with the adapters off: the policy as it started
+    # (LoRA's B matrices start at zero), so the first implicit rewards are exactly 0.
+    first = next(row for row in result["history"] if "rewards/margins" in row)
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    published = output / "model"
+    assert (published / "config.json").exists() and not (published / "adapter_config.json").exists()
+
+
+def test_two_process_data_parallel_dpo(write_config) -> None:
+    spec = _spec(
+        dataset={"preset": "tiny", "maxSamples": 64, "evalFraction": 0.25},
+        training={"maxSteps": 3, "batchSize": 4},
+    )
+    config, output = write_config(job_manifest("DPOJob", "ddp", spec))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    command += ["--master_port", str(port), "-m", "rlhf_trainer", "dpo", "--config", str(config)]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    done = summary(output)
+    assert done["worldSize"] == 2 and done["steps"] == 3
+    assert "eval_rewards/accuracies" in done["metrics"]
+    assert (output / "model" / "COMPLETE").exists()
