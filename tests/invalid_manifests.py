@@ -25,6 +25,10 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "rewardModel": {"fromJob": {"kind": "RewardModelJob", "name": "reward"}},
         "dataset": {"preset": "tiny"},
     },
+    "DPOJob": {
+        "policy": {"fromJob": {"kind": "SFTJob", "name": "policy"}},
+        "dataset": {"preset": "tiny"},
+    },
 }
 
 _DELETE = object()
@@ -415,6 +419,69 @@ CASES = [
         {"spec.lora": {"dropout": 1.0}},
         "spec.lora.dropout",
         "less than 1",
+    ),
+    InvalidCase(
+        "dpo-label-smoothing-without-robust",
+        "DPOJob",
+        {"spec.dpo": {"labelSmoothing": 0.1}},
+        "spec.dpo.labelSmoothing",
+        "only the robust loss reads it",
+    ),
+    InvalidCase(
+        "dpo-label-smoothing-half",
+        "DPOJob",
+        {"spec.dpo": {"lossType": "robust", "labelSmoothing": 0.5}},
+        "spec.dpo.labelSmoothing",
+        "less than or equal to 0.49",
+    ),
+    InvalidCase(
+        "dpo-reference-free-with-lora",
+        "DPOJob",
+        {"spec.dpo": {"referenceFree": True}, "spec.lora": {"r": 8}},
+        "spec.dpo.referenceFree",
+        "not with lora",
+    ),
+    InvalidCase(
+        "dpo-unknown-loss",
+        "DPOJob",
+        {"spec.dpo": {"lossType": "kto"}},
+        "spec.dpo.lossType",
+        "robust",
+    ),
+    InvalidCase(
+        "dpo-beta-zero",
+        "DPOJob",
+        {"spec.dpo": {"beta": 0}},
+        "spec.dpo.beta",
+        "greater than 0",
+    ),
+    InvalidCase(
+        "dpo-ratings-hold-no-pairs",
+        "DPOJob",
+        {"spec.dataset.format": "rating"},
+        "spec.dataset.format",
+        "ranking",
+    ),
+    InvalidCase(
+        "dpo-policy-from-reward-job",
+        "DPOJob",
+        {"spec.policy": {"fromJob": {"kind": "RewardModelJob", "name": "reward"}}},
+        "spec.policy.fromJob.kind",
+        "DPOJob",
+    ),
+    InvalidCase(
+        "dpo-judge-from-sft-job",
+        "DPOJob",
+        {"spec.rewardModel": {"fromJob": {"kind": "SFTJob", "name": "policy"}}},
+        "spec.rewardModel.fromJob.kind",
+        "RewardModelJob",
+    ),
+    InvalidCase(
+        "dpo-early-stopping-without-eval",
+        "DPOJob",
+        {"spec.earlyStopping": {"patience": 2}},
+        "spec.earlyStopping",
+        "needs evaluation data",
     ),
     InvalidCase(
         "hub-model-without-id",

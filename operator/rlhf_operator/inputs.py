@@ -23,6 +23,7 @@ MODEL_SLOTS: dict[str, tuple[InputSlot, ...]] = {
     "SFTJob": ("model",),
     "RewardModelJob": ("model",),
     "PPOJob": ("policy", "rewardModel", "valueModel"),
+    "DPOJob": ("policy", "rewardModel"),
 }
 
 

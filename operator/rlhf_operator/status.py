@@ -402,6 +402,7 @@ KEY_METRICS = {
     "SFTJob": ("eval_accuracy", "eval_loss", "loss"),
     "RewardModelJob": ("eval_accuracy", "accuracy", "loss"),
     "PPOJob": ("objective/scores", "objective/rlhf_reward"),
+    "DPOJob": ("eval_rewards/accuracies", "rewards/accuracies", "loss"),
 }
 
 

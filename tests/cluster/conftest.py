@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_NAMES = ("sftjobs.rlhf.dev", "rewardmodeljobs.rlhf.dev", "ppojobs.rlhf.dev")
+CRD_NAMES = (
+    "sftjobs.rlhf.dev",
+    "rewardmodeljobs.rlhf.dev",
+    "ppojobs.rlhf.dev",
+    "dpojobs.rlhf.dev",
+)
 
 
 @pytest.fixture(scope="session")

@@ -396,6 +396,10 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
                 cluster, sa, "patch", "sftjobs.rlhf.dev", "--subresource=status", "-n", where
             )
             assert can_i(cluster, sa, "watch", "ppojobs.rlhf.dev", "-n", where)
+            assert can_i(cluster, sa, "watch", "dpojobs.rlhf.dev", "-n", where)
+            assert can_i(
+                cluster, sa, "patch", "dpojobs.rlhf.dev", "--subresource=status", "-n", where
+            )
             assert can_i(cluster, sa, "list", "pods", "-n", where)
             assert can_i(cluster, sa, "create", "events", "-n", where)
             assert can_i(cluster, sa, "list", "events", "-n", where)
@@ -472,6 +476,7 @@ def test_rbac_with_watched_namespaces(crds_installed: KubeCluster, tmp_path: Pat
                 ("get", "sftjobs.rlhf.dev"),
                 ("list", "rewardmodeljobs.rlhf.dev"),
                 ("patch", "ppojobs.rlhf.dev"),
+                ("watch", "dpojobs.rlhf.dev"),
                 ("create", "jobs.batch"),
                 ("list", "jobs.batch"),
                 ("list", "pods"),

@@ -51,3 +51,16 @@ def test_real_negative_figures_keep_their_sign() -> None:
         )
     )
     assert line == "reward -0.80 -> -0.20, KL 0.31, win rate 0.70"
+
+
+def test_a_dpo_stage_shows_its_held_out_implicit_reward_and_win_rate() -> None:
+    job = SimpleNamespace(kind="DPOJob")
+    metrics = {
+        "eval_rewards/accuracies": 0.75,
+        "eval_rewards/margins": 0.5,
+        "test_rewards/accuracies": 0.875,
+        "test_rewards/margins": 0.25,
+        "eval/win_rate": 0.9,
+    }
+    outcome = Outcome(job, Path("dpo"), "succeeded", 1.0, {"metrics": metrics})  # type: ignore[arg-type]
+    assert key_figures(outcome) == "implicit reward accuracy 0.875, margin 0.25, win rate 0.90"

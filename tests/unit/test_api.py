@@ -94,8 +94,10 @@ def test_wrong_api_version_and_kind_are_named() -> None:
     with pytest.raises(ManifestError, match=r'apiVersion: must be "rlhf\.dev/v1alpha1"'):
         parse_manifest(manifest)
     manifest = minimal_manifest("SFTJob")
-    manifest["kind"] = "DPOJob"
-    with pytest.raises(ManifestError, match="kind: must be one of SFTJob, RewardModelJob, PPOJob"):
+    manifest["kind"] = "KTOJob"
+    with pytest.raises(
+        ManifestError, match="kind: must be one of SFTJob, RewardModelJob, PPOJob, DPOJob"
+    ):
         parse_manifest(manifest)
 
 

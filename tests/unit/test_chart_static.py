@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from harness.kube import tools_dir
+from rlhf_operator.api import KINDS
 from rlhf_operator.api.common import Resources
 from rlhf_operator.resources.job import DEFAULT_GPU_RESOURCE
 from rlhf_operator.settings import OperatorSettings
@@ -590,12 +591,15 @@ NAMESPACED_RULES = {
     ("rlhf.dev", "sftjobs"): {"get", "list", "watch", "patch"},
     ("rlhf.dev", "rewardmodeljobs"): {"get", "list", "watch", "patch"},
     ("rlhf.dev", "ppojobs"): {"get", "list", "watch", "patch"},
+    ("rlhf.dev", "dpojobs"): {"get", "list", "watch", "patch"},
     ("rlhf.dev", "sftjobs/status"): {"patch"},
     ("rlhf.dev", "rewardmodeljobs/status"): {"patch"},
     ("rlhf.dev", "ppojobs/status"): {"patch"},
+    ("rlhf.dev", "dpojobs/status"): {"patch"},
     ("rlhf.dev", "sftjobs/finalizers"): {"update"},
     ("rlhf.dev", "rewardmodeljobs/finalizers"): {"update"},
     ("rlhf.dev", "ppojobs/finalizers"): {"update"},
+    ("rlhf.dev", "dpojobs/finalizers"): {"update"},
     ("", "configmaps"): {"get", "create"},
     ("", "persistentvolumeclaims"): {"get", "create"},
     ("", "services"): {"get", "create"},
@@ -700,7 +704,7 @@ def readme_rbac_table() -> dict[tuple[str, str], set[str]]:
         group = "" if cells[0] == '""' else cells[0]
         resources = re.findall(r"[\w*]+(?:/\w+)?", re.sub(r"\([^)]*\)", "", cells[1]))
         for resource in resources:
-            kinds = ["sftjobs", "rewardmodeljobs", "ppojobs"] if resource.startswith("*/") else [""]
+            kinds = [info.plural for info in KINDS] if resource.startswith("*/") else [""]
             for kind in kinds:
                 name = kind + resource[1:] if kind else resource
                 table.setdefault((group, name), set()).update(

@@ -57,10 +57,11 @@ def test_schemas_are_structural() -> None:
 
 def test_names_categories_and_printer_columns() -> None:
     by_kind = {doc["spec"]["names"]["kind"]: doc for doc in crd_documents()}
-    assert set(by_kind) == {"SFTJob", "RewardModelJob", "PPOJob"}
+    assert set(by_kind) == {"SFTJob", "RewardModelJob", "PPOJob", "DPOJob"}
     assert by_kind["SFTJob"]["spec"]["names"]["shortNames"] == ["sft"]
     assert by_kind["RewardModelJob"]["spec"]["names"]["shortNames"] == ["rmjob", "rm"]
     assert by_kind["PPOJob"]["spec"]["names"]["shortNames"] == ["ppo"]
+    assert by_kind["DPOJob"]["spec"]["names"]["shortNames"] == ["dpo"]
     for document in by_kind.values():
         assert document["spec"]["names"]["categories"] == ["rlhf"]
         version = document["spec"]["versions"][0]

@@ -279,7 +279,7 @@ def test_config_map_holds_the_trainer_config_parsed_by_the_same_models() -> None
     }
 
 
-@pytest.mark.parametrize("kind", ["SFTJob", "RewardModelJob", "PPOJob"])
+@pytest.mark.parametrize("kind", ["SFTJob", "RewardModelJob", "PPOJob", "DPOJob"])
 def test_rendered_objects_validate_against_the_kubernetes_schema(kind: str) -> None:
     job = _job(
         kind,

@@ -210,3 +210,33 @@ def test_pairwise_and_rating_metrics() -> None:
     figures = regression_metrics(truth, guess)
     assert figures["spearman"] == pytest.approx(scipy.spearmanr(truth, guess).statistic)
     assert figures["pearson"] == pytest.approx(scipy.pearsonr(truth, guess).statistic)
+
+
+def test_dpo_figures_have_their_series() -> None:
+    dpo = Telemetry("team", "align", "DPOJob", stage="dpo", serve=False)
+    dpo.record_metrics(
+        {
+            "rewards/accuracies": 0.75,
+            "rewards/margins": 0.5,
+            "eval_rewards/accuracies": 0.875,
+            "test_rewards/margins": 0.25,
+            "eval/win_rate": 0.9,
+        }
+    )
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(dpo.registry).decode())
+        for sample in family.samples
+    }
+    labels = (("kind", "DPOJob"), ("rlhf_job", "align"), ("rlhf_namespace", "team"))
+
+    def tagged(metric: str) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((*labels, ("metric", metric))))
+
+    assert samples[("rlhf_dpo_reward_accuracy", labels)] == 0.75
+    assert samples[("rlhf_dpo_reward_margin", labels)] == 0.5
+    assert samples[("rlhf_eval_metric", tagged("rewards/accuracies"))] == 0.875
+    assert samples[("rlhf_eval_metric", tagged("win_rate"))] == 0.9
+    assert samples[("rlhf_test_metric", tagged("rewards/margins"))] == 0.25
+    assert samples[("rlhf_trainer_info", tuple(sorted((*labels, ("stage", "dpo")))))] == 1
+    assert ("rlhf_train_metric", tagged("rewards/accuracies")) not in samples

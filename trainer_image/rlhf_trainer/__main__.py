@@ -1,4 +1,4 @@
-"""``python -m rlhf_trainer {sft,rm,ppo} --config PATH`` (also the ``rlhf-trainer`` command).
+"""``python -m rlhf_trainer {sft,rm,ppo,dpo} --config PATH`` (also the ``rlhf-trainer`` command).
 
 ``--config`` is the trainer config a pod gets (``rlhf render`` prints it), or a job
 manifest (the YAML you would ``kubectl apply``), as TRL's CLI takes a recipe: its
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train one stage of an RLHF pipeline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("stage", choices=("sft", "rm", "ppo"), help="the stage to run")
+    parser.add_argument("stage", choices=("sft", "rm", "ppo", "dpo"), help="the stage to run")
     parser.add_argument(
         "--config",
         type=Path,
@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sft import train
     elif arguments.stage == "rm":
         from .reward import train
+    elif arguments.stage == "dpo":
+        from .dpo import train
     else:
         from .ppo import train
     return run_stage(arguments.stage, config_path, train)

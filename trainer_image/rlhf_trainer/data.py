@@ -35,8 +35,9 @@ FORMAT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         "rating": ("score",),
     },
     "ppo": {"messages": ("messages",), "prompt": ("prompt",)},
+    "dpo": {"preference": ("chosen", "rejected"), "ranking": ("responses",)},
 }
-PRESET_SIZES = {"sft": 512, "rm": 512, "ppo": 256}
+PRESET_SIZES = {"sft": 512, "rm": 512, "ppo": 256, "dpo": 512}
 TEXT: frozenset[Kind] = frozenset({"text"})
 CONVERSATION: frozenset[Kind] = frozenset({"conversation"})
 EITHER: frozenset[Kind] = TEXT | CONVERSATION
@@ -83,6 +84,8 @@ FORMAT_SHAPES: dict[str, dict[str, tuple[ColumnShape, ...]]] = {
         "prompt": (ColumnShape("prompt", EITHER),),
     },
 }
+# DPO reads the reward model's pairwise shapes (ratings hold no pairs).
+FORMAT_SHAPES["dpo"] = {name: FORMAT_SHAPES["rm"][name] for name in FORMAT_COLUMNS["dpo"]}
 
 
 @dataclass

@@ -75,6 +75,23 @@ def pairwise_metrics(
     }
 
 
+def win_rate_figures(
+    policy_scores: Sequence[float], reference_scores: Sequence[float]
+) -> dict[str, float]:
+    """A judge's mean score of the policy's and the reference's answers to the same
+    prompts, and how often the policy's scored higher (ties count half)."""
+    policy = np.asarray(policy_scores, dtype=float)
+    reference = np.asarray(reference_scores, dtype=float)
+    if not len(policy):
+        return {}
+    wins = (policy > reference) + 0.5 * (policy == reference)
+    return {
+        "eval/reward_policy": float(policy.mean()),
+        "eval/reward_reference": float(reference.mean()),
+        "eval/win_rate": float(wins.mean()),
+    }
+
+
 def regression_metrics(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
     """MSE, Pearson and Spearman correlation of rating predictions."""
     truth = np.asarray(targets, dtype=float)

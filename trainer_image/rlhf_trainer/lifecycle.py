@@ -28,7 +28,7 @@ from .telemetry import Telemetry, write_summary, write_termination_message
 
 EXIT_INTERRUPTED = 143
 """Stopped by SIGTERM or Ctrl-C after saving a checkpoint: retried, never counted done."""
-STAGE_KINDS = {"sft": "SFTJob", "rm": "RewardModelJob", "ppo": "PPOJob"}
+STAGE_KINDS = {"sft": "SFTJob", "rm": "RewardModelJob", "ppo": "PPOJob", "dpo": "DPOJob"}
 
 
 @dataclass

@@ -82,7 +82,7 @@ def tiny_records(stage: str, data_format: str, count: int, seed: int) -> list[di
             rows.append({"text": prompt + mood})
         elif data_format == "classification":
             rows.append({"text": mood.strip(), "label": LABELS[int(positive)]})
-        elif data_format in ("preference", "auto") and stage == "rm":
+        elif data_format in ("preference", "auto") and stage in ("rm", "dpo"):
             rows.append({"prompt": prompt, "chosen": good, "rejected": bad})
         elif data_format == "ranking":
             mixed = review(subject, rng.choice(POSITIVE), rng.choice(NEGATIVE))

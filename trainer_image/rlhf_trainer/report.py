@@ -68,6 +68,18 @@ CURVES = (
         (("loss/policy_avg", "policy"), ("loss/value_avg", "value")),
         "loss",
     ),
+    Curve(
+        "dpo_reward_accuracy",
+        "implicit reward accuracy",
+        (("rewards/accuracies", "train pairs"), ("eval_rewards/accuracies", "eval pairs")),
+        "fraction of pairs ranked right",
+    ),
+    Curve(
+        "dpo_reward_margin",
+        "implicit reward margin",
+        (("rewards/margins", "train pairs"), ("eval_rewards/margins", "eval pairs")),
+        "beta x log-ratio, chosen minus rejected",
+    ),
     Curve("tokens_per_second", "tokens per second", (("tokens_per_second", "tokens"),), "tokens/s"),
     Curve(
         "samples_per_second",

@@ -37,7 +37,7 @@ disable_created_metrics()
 LABELS = ("rlhf_namespace", "rlhf_job", "kind")
 
 # rlhf_trainer_info{stage}: the stage a kind runs (`python -m rlhf_trainer STAGE`).
-STAGES = {"SFTJob": "sft", "RewardModelJob": "rm", "PPOJob": "ppo"}
+STAGES = {"SFTJob": "sft", "RewardModelJob": "rm", "PPOJob": "ppo", "DPOJob": "dpo"}
 
 # Headline figures, by the name the trainer logs them under, get a series of their own.
 NAMED_GAUGES: dict[str, tuple[str, str]] = {
@@ -54,6 +54,14 @@ NAMED_GAUGES: dict[str, tuple[str, str]] = {
     "policy/clipfrac_avg": ("rlhf_ppo_clip_fraction", "Fraction of policy ratios clipped."),
     "loss/value_avg": ("rlhf_ppo_value_loss", "Value-function loss."),
     "loss/policy_avg": ("rlhf_ppo_policy_loss", "Clipped policy-gradient loss."),
+    "rewards/accuracies": (
+        "rlhf_dpo_reward_accuracy",
+        "Share of training pairs whose implicit DPO reward ranks the chosen answer higher.",
+    ),
+    "rewards/margins": (
+        "rlhf_dpo_reward_margin",
+        "Mean implicit DPO reward of the chosen answer minus the rejected one.",
+    ),
 }
 
 # Logged figures that another series already carries; rlhf_train_metric does not repeat them.

@@ -78,23 +78,27 @@ watches all namespaces, in a Role per namespace otherwise. No wildcards; no Secr
 pods/exec; no deletes (owner references let the garbage collector remove children).
 */}}
 {{- define "rlhf-operator.namespacedRules" -}}
-# The three job kinds. list/watch: Kopf's watch streams (event handlers, timers, and the
+# The four job kinds. list/watch: Kopf's watch streams (event handlers, timers, and the
 # in-memory index the operator reads jobs and their upstreams from). get: a fresh read
 # after a status write lost a race (409). patch: Kopf removes the finalizer and
 # annotations earlier versions of this operator kept on jobs; it writes nothing else.
 - apiGroups: ["rlhf.dev"]
-  resources: ["sftjobs", "rewardmodeljobs", "ppojobs"]
+  resources: ["sftjobs", "rewardmodeljobs", "ppojobs", "dpojobs"]
   verbs: ["get", "list", "watch", "patch"]
 # Status is a subresource: the operator writes phase, conditions, progress, metrics and
 # output there (kube.patch_status).
 - apiGroups: ["rlhf.dev"]
-  resources: ["sftjobs/status", "rewardmodeljobs/status", "ppojobs/status"]
+  resources: ["sftjobs/status", "rewardmodeljobs/status", "ppojobs/status", "dpojobs/status"]
   verbs: ["patch"]
 # Children carry an ownerReference with blockOwnerDeletion: true. Where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift), that
 # needs update on the owner's finalizers subresource.
 - apiGroups: ["rlhf.dev"]
-  resources: ["sftjobs/finalizers", "rewardmodeljobs/finalizers", "ppojobs/finalizers"]
+  resources:
+    - "sftjobs/finalizers"
+    - "rewardmodeljobs/finalizers"
+    - "ppojobs/finalizers"
+    - "dpojobs/finalizers"
   verbs: ["update"]
 # Each job's children: the trainer config (ConfigMap), the output volume claim, and the
 # headless rendezvous Service of multi-node jobs. Created once, never changed or deleted

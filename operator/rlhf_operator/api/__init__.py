@@ -19,6 +19,7 @@ from .common import (
     RunPolicy,
     Training,
 )
+from .dpo import DPOJobSpec, DPOSettings
 from .kinds import (
     API_VERSION,
     CATEGORY,
@@ -26,6 +27,7 @@ from .kinds import (
     KINDS,
     KINDS_BY_NAME,
     VERSION,
+    DPOJob,
     KindInfo,
     ManifestError,
     PPOJob,
@@ -50,6 +52,9 @@ __all__ = [
     "VERSION",
     "ApiModel",
     "Condition",
+    "DPOJob",
+    "DPOJobSpec",
+    "DPOSettings",
     "DatasetSource",
     "Distributed",
     "EnvVar",

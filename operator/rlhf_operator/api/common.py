@@ -83,12 +83,14 @@ class ClaimPath(ApiModel):
 
 
 class SFTJobReference(ApiModel):
-    """An SFTJob in the same namespace; its output model is used once it has Succeeded."""
+    """An SFTJob (or DPOJob) in the same namespace; its output model is used once it has
+    Succeeded."""
 
-    kind: Literal["SFTJob"] = "SFTJob"
-    """Kind of the referenced job: a policy comes from an SFTJob."""
+    kind: Literal["SFTJob", "DPOJob"] = "SFTJob"
+    """Kind of the referenced job: a policy comes from an SFTJob, or from a DPOJob (its
+    optimised policy)."""
     name: ObjectName
-    """Name of the SFTJob."""
+    """Name of the job."""
 
 
 class RewardModelJobReference(ApiModel):
@@ -114,7 +116,7 @@ class PolicyModelSource(ApiModel):
     pvc: ClaimPath | None = None
     """A model folder (config, weights, tokenizer) on an existing claim."""
     from_job: SFTJobReference | None = None
-    """The output of an earlier SFTJob; this job waits until it has Succeeded."""
+    """The output of an earlier SFTJob or DPOJob; this job waits until it has Succeeded."""
     preset: ModelPreset | None = None
     """A built-in model made in the pod with no download. "tiny": a 2-layer Llama with a
     byte-level tokenizer, for smoke tests of air-gapped clusters."""

@@ -1,4 +1,4 @@
-"""The three kinds as whole manifests, their names, and parsing of user YAML."""
+"""The kinds as whole manifests, their names, and parsing of user YAML."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .base import ApiModel, FieldError, Rule, field_errors
+from .dpo import DPOJobSpec
 from .job import JobSpec
 from .ppo import PPOJobSpec
 from .reward import RewardModelJobSpec
@@ -71,7 +72,7 @@ MULTI_NODE_NAME_STARTS_WITH_A_LETTER = Rule(
 
 
 class TrainingJob(ApiModel):
-    """Base of the three kinds' manifest models."""
+    """Base of the kinds' manifest models."""
 
     rules = (NAME_FITS, NAME_IS_A_LABEL, MULTI_NODE_NAME_STARTS_WITH_A_LETTER)
     model_config = ConfigDict(extra="forbid")
@@ -113,6 +114,16 @@ class PPOJob(TrainingJob):
     """Policy, reward model, prompts, PPO settings and resources."""
 
 
+class DPOJob(TrainingJob):
+    """Direct preference optimisation: the policy learns from preference pairs, with no
+    reward model in the loop."""
+
+    kind: Literal["DPOJob"] = "DPOJob"
+    """Kind of the resource."""
+    spec: DPOJobSpec
+    """Policy, preference data, DPO settings and resources."""
+
+
 @dataclass(frozen=True)
 class PrinterColumn:
     name: str
@@ -130,7 +141,7 @@ class KindInfo:
     plural: str
     short_names: tuple[str, ...]
     stage: str
-    """The trainer sub-command: sft, rm or ppo."""
+    """The trainer sub-command: sft, rm, ppo or dpo."""
     key_metric_help: str
 
     @property
@@ -164,6 +175,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo(SFTJob, "sftjobs", ("sft",), "sft", "eval_loss, or eval_accuracy for classification"),
     KindInfo(RewardModelJob, "rewardmodeljobs", ("rmjob", "rm"), "rm", "Pairwise eval accuracy"),
     KindInfo(PPOJob, "ppojobs", ("ppo",), "ppo", "Mean reward-model score of the policy"),
+    KindInfo(DPOJob, "dpojobs", ("dpo",), "dpo", "Held-out implicit reward accuracy"),
 )
 KINDS_BY_NAME: dict[str, KindInfo] = {info.kind: info for info in KINDS}
 

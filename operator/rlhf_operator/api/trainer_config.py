@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .base import ApiModel
-from .kinds import PPOJob, RewardModelJob, SFTJob
+from .kinds import DPOJob, PPOJob, RewardModelJob, SFTJob
 
 InputSlot = Literal["model", "policy", "rewardModel", "valueModel", "dataset"]
 """The spec fields that name a source: the trainer looks up their local paths by these names."""
@@ -72,7 +72,7 @@ class TrainerTelemetry(ApiModel):
 class TrainerConfig(ApiModel):
     """Everything a training process needs."""
 
-    job: Annotated[SFTJob | RewardModelJob | PPOJob, Field(discriminator="kind")]
+    job: Annotated[SFTJob | RewardModelJob | PPOJob | DPOJob, Field(discriminator="kind")]
     """The job's manifest, validated with the same models as the CRDs."""
     paths: TrainerPaths = Field(default_factory=TrainerPaths)
     """Where inputs and output are."""

@@ -54,6 +54,19 @@ def key_figures(outcome: Outcome) -> str:
             f" KL {figure(metrics.get('eval/kl', float('nan')))},"
             f" win rate {figure(metrics.get('eval/win_rate', float('nan')))}"
         )
+    if kind == "DPOJob":
+        held_out = next(
+            (prefix for prefix in ("test", "eval") if has(f"{prefix}_rewards/accuracies")), None
+        )
+        parts = []
+        if held_out is not None:
+            accuracy = metrics[f"{held_out}_rewards/accuracies"]
+            margin = metrics.get(f"{held_out}_rewards/margins", float("nan"))
+            parts.append(f"implicit reward accuracy {accuracy:.3f}, margin {figure(margin)}")
+        if has("eval/win_rate"):
+            parts.append(f"win rate {figure(metrics['eval/win_rate'])}")
+        if parts:
+            return ", ".join(parts)
     return outcome.summary.get("keyMetric", "") or ""
 
 
