@@ -125,3 +125,17 @@ def test_every_stage_exports_its_counters_stage_and_training_series(write_config
     assert _only(ppo_found, "rlhf_ppo_episodes_total") == 16
     assert _only(ppo_found, "rlhf_training_steps_total") == 2
     assert "rlhf_training_samples_total" not in ppo_found
+    # Where each update's time went, through the real stage's on_log (CPU: no memory peaks).
+    phases = {
+        dict(labels)["phase"]: value
+        for labels, value in ppo_found["rlhf_ppo_phase_seconds"].items()
+    }
+    assert set(phases) == {
+        "generation", "scoring", "policy_logprobs", "reference_logprobs", "advantages", "update"
+    }  # fmt: skip
+    assert all(value > 0 for value in phases.values())
+    assert sum(phases.values()) <= _only(ppo_found, "rlhf_ppo_update_seconds")
+    assert _only(ppo_found, "rlhf_ppo_generation_tokens_per_second") > 0
+    assert _only(ppo_found, "rlhf_ppo_response_length_tokens") >= 1
+    assert 0 <= _only(ppo_found, "rlhf_ppo_truncated_response_ratio") <= 1
+    assert "rlhf_ppo_phase_gpu_memory_peak_bytes" not in ppo_found

@@ -1210,6 +1210,7 @@ trainers = {
     "SFTJob": Telemetry("smoke", "smoke-sft", "SFTJob", stage="sft"),
     "RewardModelJob": Telemetry("smoke", "smoke-rm", "RewardModelJob", stage="rm"),
     "PPOJob": Telemetry("smoke", "smoke-ppo", "PPOJob", stage="ppo"),
+    "DPOJob": Telemetry("smoke", "smoke-dpo", "DPOJob", stage="dpo"),
 }
 ports = {}
 for kind, telemetry in trainers.items():
@@ -1232,6 +1233,7 @@ while True:
         telemetry.record_step(min(step, 100), epoch=step / 50)
         metrics.RECONCILE_SECONDS.labels(kind=kind).observe(0.02)
     sft, rm, ppo = trainers["SFTJob"], trainers["RewardModelJob"], trainers["PPOJob"]
+    dpo = trainers["DPOJob"]
     rates = sft.record_throughput(1000.0 * step, 8.0 * step)
     sft.record_metrics({"loss": 3.0 / step, "learning_rate": 3e-3, "grad_norm": 1.5,
                         "num_tokens": 1000.0 * step, "mean_token_accuracy": 0.4,
@@ -1248,9 +1250,25 @@ while True:
                         "policy/clipfrac_avg": 0.1, "loss/value_avg": 0.2,
                         "loss/policy_avg": -0.01, "loss": 0.01, "grad_norm": 0.7,
                         "policy/approxkl_avg": 0.02, "lr": 1e-4, "eps": 3.0,
-                        "episode": 16.0 * min(step, 100), "samples_per_second": 3.0})
+                        "episode": 16.0 * min(step, 100), "samples_per_second": 3.0,
+                        # where the update's time went (a GPU run: memory peaks too)
+                        "time/generation": 2.0, "time/scoring": 0.3,
+                        "time/policy_logprobs": 0.2, "time/reference_logprobs": 0.2,
+                        "time/advantages": 0.001, "time/update": 1.2, "time/total": 4.0,
+                        "gpu_memory_peak_bytes/generation": 6.0e9,
+                        "gpu_memory_peak_bytes/update": 9.0e9,
+                        "generation/tokens_per_second": 800.0,
+                        "completions/mean_length": 41.0, "completions/clipped_ratio": 0.1,
+                        "objective/frac_reward_zero_std": 0.25})
     ppo.record_metrics({"eval/reward_policy": 3.4, "eval/reward_reference": 2.7,
                         "eval/win_rate": 0.7, "eval/kl": 0.4})
+    dpo.record_metrics({"loss": 0.5, "learning_rate": 5e-7, "grad_norm": 3.0,
+                        "rewards/accuracies": 0.7, "rewards/margins": 0.4,
+                        "rewards/chosen": 0.1, "rewards/rejected": -0.3, "epoch": step / 50})
+    dpo.record_metrics({"eval_loss": 0.6, "eval_rewards/accuracies": 0.65,
+                        "eval_rewards/margins": 0.3, "eval_rewards/chosen": 0.05,
+                        "eval_rewards/rejected": -0.25, "eval/reward_policy": 1.2,
+                        "eval/reward_reference": 1.0, "eval/win_rate": 0.6})
     time.sleep(0.5)
 """
 
@@ -1295,7 +1313,12 @@ def test_dashboard_queries_return_data(prometheus_bin: str, tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
-    jobs = {"SFTJob": "smoke-sft", "RewardModelJob": "smoke-rm", "PPOJob": "smoke-ppo"}
+    jobs = {
+        "SFTJob": "smoke-sft",
+        "RewardModelJob": "smoke-rm",
+        "PPOJob": "smoke-ppo",
+        "DPOJob": "smoke-dpo",
+    }
     prometheus = None
     try:
         assert exporters.stdout is not None
@@ -1329,7 +1352,7 @@ def test_dashboard_queries_return_data(prometheus_bin: str, tmp_path: Path) -> N
         while True:
             # Enough scrapes for rate() over every target.
             counts = _query(web, "count_over_time(up[1m])")
-            if len(counts) == 4 and all(float(s["value"][1]) >= 4 for s in counts):
+            if len(counts) == len(jobs) + 1 and all(float(s["value"][1]) >= 4 for s in counts):
                 break
             assert prometheus.process is not None and prometheus.process.poll() is None, (
                 prometheus.log()

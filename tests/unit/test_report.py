@@ -122,6 +122,35 @@ def test_ppo_curves_run_against_episodes(tmp_path: Path) -> None:
     assert "learning rate" in _by_title(page)  # PPO logs it as lr
 
 
+def test_ppo_report_charts_phase_seconds_and_response_length() -> None:
+    history = [
+        {
+            "step": update,
+            "episode": 8.0 * update,
+            "time/generation": 2.0,
+            "time/scoring": 0.2,
+            "time/policy_logprobs": 0.1,
+            "time/reference_logprobs": 0.1,
+            "time/update": 1.0,
+            "time/total": 3.5,
+            "completions/mean_length": 10.0 + update,
+            "completions/clipped_ratio": 0.1,
+            "objective/frac_reward_zero_std": 0.25,
+        }
+        for update in range(1, 4)
+    ]
+    drawn = {
+        curve.file: ElementTree.fromstring(svg) for curve, svg in draw_curves(history, "PPOJob")
+    }
+    phases = _texts(drawn["ppo_phase_seconds"])
+    for legend in ("generation", "scoring", "reference log-probs", "policy/value update"):
+        assert legend in phases
+    assert "seconds" in phases
+    assert "tokens" in _texts(drawn["ppo_response_length"])
+    shares = _texts(drawn["ppo_response_shares"])
+    assert "hit the length limit" in shares and "groups with zero reward variance" in shares
+
+
 def test_a_regression_loss_is_labelled_as_squared_error() -> None:
     history = [{"step": s, "loss": 1.0 / s, "eval_spearman": 0.5} for s in range(1, 5)]
     ((_, svg),) = [

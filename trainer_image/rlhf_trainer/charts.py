@@ -22,7 +22,7 @@ WIDTH, HEIGHT = 480, 280
 LEFT, RIGHT, TOP, BOTTOM = 72, 16, 40, 40
 TICKS = 5
 LOG_TICKS = 7
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 SMOOTH_FROM = 10
 """Series with at least this many points get a smoothed line over the faint raw one."""
 LOG_RATIO = 100.0

@@ -67,6 +67,7 @@ from .forward import (
     logprobs_in_chunks,
     response_logits,
 )
+from .phase_timing import PhaseClock
 from .ppo_checkpoint import (
     CHECKPOINT_PREFIX,
     TRAINER_STATE_FILE,
@@ -160,6 +161,8 @@ class PPOLoop:
             )
         self.step = 0
         self.stopped = False
+        # Seconds (and GPU memory peaks) per phase of the latest update: phase_timing.py.
+        self.clock = PhaseClock(self.accelerator.device)
 
         self.eos_token_id, self.pad_token_id = special_token_ids(tokenizer)
         self.stop_token_ids = list(dict.fromkeys(stop_token_ids or [self.eos_token_id]))
@@ -318,11 +321,27 @@ class PPOLoop:
     def rollout(self, update: int) -> Rollout:
         """Phases 1-4 for one batch of prompts: generate, score, log-probabilities, advantages."""
         hp = self.hyperparameters
-        generation = self.generate(update)
-        scores = self.score(generation)
-        logprobs, values = self.policy_logprobs(generation, with_values=hp.uses_value_model)
-        reference_logprobs = self.reference_logprobs(generation)
+        with self.clock.phase("generation"):
+            generation = self.generate(update)
+        with self.clock.phase("scoring"):
+            scores = self.score(generation)
+        with self.clock.phase("policy_logprobs"):
+            logprobs, values = self.policy_logprobs(generation, with_values=hp.uses_value_model)
+        with self.clock.phase("reference_logprobs"):
+            reference_logprobs = self.reference_logprobs(generation)
+        with self.clock.phase("advantages"):
+            return self._advantages(generation, scores, logprobs, values, reference_logprobs)
 
+    def _advantages(
+        self,
+        generation: Generation,
+        scores: torch.Tensor,
+        logprobs: torch.Tensor,
+        values: torch.Tensor | None,
+        reference_logprobs: torch.Tensor,
+    ) -> Rollout:
+        """Phase 4: the missing-EOS penalty, the KL estimate and the advantages."""
+        hp = self.hyperparameters
         response_mask = generation.response_mask
         mask = response_mask.to(logprobs.dtype)
         ends_with_eos = (
@@ -362,7 +381,8 @@ class PPOLoop:
 
     def update(self, rollout: Rollout, update: int) -> dict[str, torch.Tensor]:
         """Phase 5: optimise on the rollout; per-micro-batch statistics."""
-        return self.policy_update.run(rollout, update)
+        with self.clock.phase("update"):
+            return self.policy_update.run(rollout, update)
 
     def reward_scores(
         self,
@@ -423,8 +443,10 @@ class PPOLoop:
         )
         while self.step < self.total_updates:
             update = self.step
+            self.clock.start_update()
             rollout = self.rollout(update)
             stats = self.update(rollout, update)
+            self.clock.end_update()
             learning_rate = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
             self.step += 1

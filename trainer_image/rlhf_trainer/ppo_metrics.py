@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from .phase_timing import response_lengths, tokens_per_second, truncated_share
 from .rollout import Rollout
 
 
@@ -18,7 +19,14 @@ def update_metrics(
 ) -> dict[str, float]:
     """TRL's metric names, averaged over processes (``val/num_eos_tokens`` is summed).
     Without a value model there are no value metrics; with the KL in the loss its term is
-    ``loss/kl_avg``; the group estimators add ``objective/frac_reward_zero_std``."""
+    ``loss/kl_avg``; the group estimators add ``objective/frac_reward_zero_std``.
+
+    Where the update's time went (``phase_timing.py``): ``time/PHASE`` seconds per phase and
+    ``time/total`` for the whole update (this process's clock: the main one's is logged),
+    ``gpu_memory_peak_bytes/PHASE`` on a GPU; ``completions/mean_length`` (tokens) and
+    ``completions/clipped_ratio`` (share of responses cut at the length limit), TRL's GRPO
+    names; ``generation/tokens_per_second``: response tokens of all processes over this
+    process's generation seconds."""
     mask = rollout.response_mask.to(rollout.logprobs.dtype)
     mean_non_score_reward = rollout.non_score_rewards.sum(1).mean()
     local = {
@@ -37,6 +45,8 @@ def update_metrics(
         # the names Trainer logs them by.
         "loss": stats["loss"].mean(),
         "grad_norm": stats["grad_norm"].mean(),
+        "completions/mean_length": response_lengths(rollout.response_mask).mean(),
+        "completions/clipped_ratio": truncated_share(rollout.ends_with_eos),
     }
     if "value_loss" in stats:
         local["loss/value_avg"] = stats["value_loss"].mean()
@@ -55,6 +65,15 @@ def update_metrics(
     metrics["val/num_eos_tokens"] = float(
         loop.accelerator.reduce(rollout.ends_with_eos.sum().reshape(1), reduction="sum").item()
     )
+    generated = loop.accelerator.reduce(
+        response_lengths(rollout.response_mask).sum().reshape(1), reduction="sum"
+    )
+    timing = loop.clock.metrics()
+    metrics.update(timing)
+    if "time/generation" in timing:
+        metrics["generation/tokens_per_second"] = tokens_per_second(
+            float(generated.item()), timing["time/generation"]
+        )
     metrics["lr"] = float(learning_rate)
     metrics["episode"] = float(loop.step * loop.global_batch_size)
     metrics["eps"] = float(episodes_per_second)

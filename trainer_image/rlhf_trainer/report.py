@@ -69,6 +69,35 @@ CURVES = (
         "loss",
     ),
     Curve(
+        "ppo_phase_seconds",
+        "seconds per phase of an update",
+        (
+            ("time/generation", "generation"),
+            ("time/scoring", "scoring"),
+            ("time/policy_logprobs", "policy log-probs"),
+            ("time/reference_logprobs", "reference log-probs"),
+            ("time/update", "policy/value update"),
+            ("time/total", "whole update"),
+        ),
+        "seconds",
+        log_scale=True,
+    ),
+    Curve(
+        "ppo_response_length",
+        "response length",
+        (("completions/mean_length", "mean"),),
+        "tokens",
+    ),
+    Curve(
+        "ppo_response_shares",
+        "truncated responses and tied groups",
+        (
+            ("completions/clipped_ratio", "hit the length limit"),
+            ("objective/frac_reward_zero_std", "groups with zero reward variance"),
+        ),
+        "fraction",
+    ),
+    Curve(
         "dpo_reward_accuracy",
         "implicit reward accuracy",
         (("rewards/accuracies", "train pairs"), ("eval_rewards/accuracies", "eval pairs")),

@@ -54,6 +54,23 @@ NAMED_GAUGES: dict[str, tuple[str, str]] = {
     "policy/clipfrac_avg": ("rlhf_ppo_clip_fraction", "Fraction of policy ratios clipped."),
     "loss/value_avg": ("rlhf_ppo_value_loss", "Value-function loss."),
     "loss/policy_avg": ("rlhf_ppo_policy_loss", "Clipped policy-gradient loss."),
+    "time/total": ("rlhf_ppo_update_seconds", "Wall-clock seconds of the latest RL update."),
+    "generation/tokens_per_second": (
+        "rlhf_ppo_generation_tokens_per_second",
+        "Response tokens generated per second of the latest update's generation phase.",
+    ),
+    "completions/mean_length": (
+        "rlhf_ppo_response_length_tokens",
+        "Mean response length in tokens, stop token included.",
+    ),
+    "completions/clipped_ratio": (
+        "rlhf_ppo_truncated_response_ratio",
+        "Share of responses that hit the length limit (no stop token).",
+    ),
+    "objective/frac_reward_zero_std": (
+        "rlhf_ppo_zero_variance_group_ratio",
+        "Share of prompt groups whose rewards all tie (grpo, rloo): no learning signal.",
+    ),
     "rewards/accuracies": (
         "rlhf_dpo_reward_accuracy",
         "Share of training pairs whose implicit DPO reward ranks the chosen answer higher.",
@@ -61,6 +78,15 @@ NAMED_GAUGES: dict[str, tuple[str, str]] = {
     "rewards/margins": (
         "rlhf_dpo_reward_margin",
         "Mean implicit DPO reward of the chosen answer minus the rejected one.",
+    ),
+}
+
+# Figures logged as PREFIX + phase -> a series with a `phase` label (ppo_core's phases).
+PHASE_GAUGES: dict[str, tuple[str, str]] = {
+    "time/": ("rlhf_ppo_phase_seconds", "Seconds of the latest RL update spent in each phase."),
+    "gpu_memory_peak_bytes/": (
+        "rlhf_ppo_phase_gpu_memory_peak_bytes",
+        "Peak GPU memory allocated during each phase of the latest RL update (GPU runs only).",
     ),
 }
 
@@ -136,6 +162,9 @@ class Telemetry:
             if name not in gauges:
                 gauges[name] = gauge(name, text)
         self._named = {key: gauges[name] for key, (name, _) in NAMED_GAUGES.items()}
+        self._phase_gauges = {
+            prefix: gauge(name, text, ("phase",)) for prefix, (name, text) in PHASE_GAUGES.items()
+        }
         self._train_metric = gauge(
             "rlhf_train_metric",
             "Training figures that have no series of their own, by logged name.",
@@ -306,8 +335,17 @@ class Telemetry:
                     self._test_metric.labels(**self.labels, metric=name[5:]).set(value)
                 elif name in self._named:
                     self._named[name].labels(**self.labels).set(value)
+                elif phase_gauge := self._phase_gauge(name):
+                    prefix, series = phase_gauge
+                    series.labels(**self.labels, phase=name[len(prefix) :]).set(value)
                 elif name not in CARRIED_ELSEWHERE:
                     self._train_metric.labels(**self.labels, metric=name).set(value)
+
+    def _phase_gauge(self, name: str) -> tuple[str, Gauge] | None:
+        for prefix, series in self._phase_gauges.items():
+            if name.startswith(prefix):
+                return prefix, series
+        return None
 
     # --- reading ----------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""RLHF / Evaluation: held-out figures of each stage and PPO's reward, KL and losses."""
+"""RLHF / Evaluation: held-out figures of each stage, PPO's and DPO's reward and win rate
+against the reference, DPO's held-out implicit-reward accuracy and margins, and PPO's
+training reward, KL and losses."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def dashboard() -> Dashboard:
             "rlhf-evaluation",
             "RLHF / Evaluation",
             "Held-out evaluation of each stage: SFT loss/accuracy, reward-model accuracy, PPO"
-            " reward against the reference policy, win rate and KL.",
+            " and DPO reward against the reference policy, win rate, KL, DPO implicit-reward"
+            " accuracy and margins.",
         )
         .with_row(row("Supervised fine-tuning"))
         .with_panel(
@@ -62,13 +65,15 @@ def dashboard() -> Dashboard:
                 width=12,
             )
         )
-        .with_row(row("PPO"))
+        .with_row(row("PPO and DPO"))
         .with_panel(
             evaluation_panel(
-                "PPO evaluation reward: policy vs reference",
+                "PPO / DPO evaluation reward: policy vs reference",
                 "Mean reward-model score of the trained policy's and the reference policy's"
-                " responses to held-out prompts.",
-                'avg by (rlhf_namespace, rlhf_job, metric) (rlhf_eval_metric{kind="PPOJob",'
+                " responses to held-out prompts (a DPOJob's when it names a judging"
+                " RewardModelJob).",
+                "avg by (rlhf_namespace, rlhf_job, metric)"
+                ' (rlhf_eval_metric{kind=~"PPOJob|DPOJob",'
                 f' {JOBS}, metric=~"reward_policy|reward_reference"}})',
                 f"{{{{metric}}}} {JOB_LEGEND}",
                 width=8,
@@ -76,10 +81,10 @@ def dashboard() -> Dashboard:
         )
         .with_panel(
             evaluation_panel(
-                "PPO win rate vs reference",
+                "PPO / DPO win rate vs reference",
                 "Fraction of held-out prompts where the policy's response outscores the"
-                " reference's (ties count half).",
-                'avg by (rlhf_namespace, rlhf_job) (rlhf_eval_metric{kind="PPOJob",'
+                " reference's (ties count half), judged by the reward model.",
+                'avg by (rlhf_namespace, rlhf_job) (rlhf_eval_metric{kind=~"PPOJob|DPOJob",'
                 f' {JOBS}, metric="win_rate"}})',
                 JOB_LEGEND,
                 width=8,
@@ -95,6 +100,42 @@ def dashboard() -> Dashboard:
                 'avg by (rlhf_namespace, rlhf_job) (rlhf_eval_metric{kind="PPOJob",'
                 f' {JOBS}, metric="kl"}})',
                 JOB_LEGEND,
+                width=8,
+            )
+        )
+        .with_panel(
+            evaluation_panel(
+                "DPO held-out implicit-reward accuracy",
+                "Share of held-out preference pairs whose implicit DPO reward ranks the"
+                " chosen answer first (eval rewards/accuracies).",
+                'avg by (rlhf_namespace, rlhf_job) (rlhf_eval_metric{kind="DPOJob",'
+                f' {JOBS}, metric="rewards/accuracies"}})',
+                JOB_LEGEND,
+                width=8,
+            )
+            .unit("percentunit")
+            .min(0)
+            .max(1)
+        )
+        .with_panel(
+            evaluation_panel(
+                "DPO held-out implicit-reward margin",
+                "Mean implicit reward of the chosen minus the rejected answer on held-out"
+                " pairs (eval rewards/margins).",
+                'avg by (rlhf_namespace, rlhf_job) (rlhf_eval_metric{kind="DPOJob",'
+                f' {JOBS}, metric="rewards/margins"}})',
+                JOB_LEGEND,
+                width=8,
+            )
+        )
+        .with_panel(
+            evaluation_panel(
+                "DPO held-out implicit rewards: chosen vs rejected",
+                "Mean implicit reward (beta x log-ratio of policy to reference) of the chosen"
+                " and of the rejected answers on held-out pairs.",
+                "avg by (rlhf_namespace, rlhf_job, metric) (rlhf_eval_metric{"
+                f'kind="DPOJob", {JOBS}, metric=~"rewards/chosen|rewards/rejected"}})',
+                f"{{{{metric}}}} {JOB_LEGEND}",
                 width=8,
             )
         )
