@@ -98,19 +98,29 @@ clean:
 ## Run them one at a time: each wants the machine to itself. BENCH_ARGS passes options.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-trainer bench-ppo bench-operator bench-gpu
+.PHONY: bench bench-trainer bench-dpo bench-ppo bench-grpo bench-operator bench-gpu
 
-## bench: trainer overhead, PPO vs TRL 1.12, operator at scale, GPU script smoke (CPU)
-bench: bench-trainer bench-ppo bench-operator
+## bench: trainer overhead (SFT, RM, DPO), PPO vs TRL 1.12, GRPO vs TRL, operator at scale,
+## GPU script smoke (CPU)
+bench: bench-trainer bench-dpo bench-ppo bench-grpo bench-operator
 	$(BIN)/python bench/gpu_throughput.py --cpu-smoke
 
 ## bench-trainer: our SFT / reward-model trainer vs plain TRL scripts (same work)
 bench-trainer: setup-python
 	$(BIN)/python bench/trainer_overhead.py $(BENCH_ARGS)
 
-## bench-ppo: our PPO vs TRL 1.12's PPOTrainer (its own venv under $(RLHF_CACHE)/bench)
+## bench-dpo: our DPOJob's training phase vs a plain TRL DPOTrainer script (same work)
+bench-dpo: setup-python
+	$(BIN)/python bench/trainer_overhead.py --stages dpo $(BENCH_ARGS)
+
+## bench-ppo: our PPO vs TRL 1.12's PPOTrainer (its own venv under $(RLHF_CACHE)/bench),
+## TRL with and without its per-update gc.collect() (--trl-gc both)
 bench-ppo: setup-python
 	$(BIN)/python bench/ppo_vs_trl.py $(BENCH_ARGS)
+
+## bench-grpo: our GRPO (PPOJob advantageEstimator grpo) vs TRL's GRPOTrainer (same work)
+bench-grpo: setup-python
+	$(BIN)/python bench/grpo_vs_trl.py $(BENCH_ARGS)
 
 ## bench-operator: 500 SFTJobs at once, then 1000 idle, on the real control plane
 bench-operator: setup

@@ -12,7 +12,10 @@ PPO epochs, learning rate, KL coefficient, response length and temperature:
   * ours: ``bench/timed_trainer.py ppo --config C`` (= ``python -m rlhf_trainer ppo`` with
     a timer around ``PPOLoop.train``), the config rendered from a PPOJob manifest;
   * TRL:  a script run by the TRL 1.12 venv's python (see bench/trl_venv.py), timing
-    ``trainer.train()``.
+    ``trainer.train()``; with ``--trl-gc both`` (the default) twice per run: as released,
+    and with ``gc.collect`` patched to a no-op during ``train()`` ("TRL 1.12, gc.collect
+    off": TRL 1.12 collects garbage twice per update, which dominated its time on CPU), so
+    the ratio says what our loop does rather than what TRL's garbage collection costs.
 Both final policies are then scored by ONE evaluation (``PPOLoop.evaluate`` in this
 process: sampled responses of the policy and of the SFT reference to the same held-out
 prompts, scored by the reward model), so the comparison of learning does not depend on
@@ -25,6 +28,7 @@ wall time.
 
     .venv/bin/python bench/ppo_vs_trl.py                 # 3 runs each
     .venv/bin/python bench/ppo_vs_trl.py --runs 1 --episodes 128
+    .venv/bin/python bench/ppo_vs_trl.py --trl-gc off   # TRL without its per-update GC
 """
 
 from __future__ import annotations
@@ -129,9 +133,17 @@ TRL_SCRIPT = textwrap.dedent(
         train_dataset=tokenized(settings["train_prompts"]),
         eval_dataset=tokenized(settings["eval_prompts"]),
     )
+    import gc
+
+    collect = gc.collect
+    if settings.get("no_gc"):
+        # TRL 1.12's PPO loop calls gc.collect() twice per update (ppo_trainer.py lines
+        # 753 and 919); with --trl-gc off it is a no-op during train() only.
+        gc.collect = lambda *args, **kwargs: 0
     began = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - began
+    gc.collect = collect
     trainer.save_model(settings["output"] + "/model")
     tokenizer.save_pretrained(settings["output"] + "/model")
     with open(settings["output"] + "/result.json", "w") as handle:
@@ -314,7 +326,12 @@ def run_ours(
 
 
 def run_trl(
-    args: argparse.Namespace, paths: dict[str, Path], run: Path, python: Path, seed: int
+    args: argparse.Namespace,
+    paths: dict[str, Path],
+    run: Path,
+    python: Path,
+    seed: int,
+    no_gc: bool = False,
 ) -> dict[str, Any]:
     output = run / "trl"
     output.mkdir(parents=True, exist_ok=True)
@@ -336,6 +353,7 @@ def run_trl(
         "temperature": args.temperature,
         "seed": seed,
         "max_length": 64,
+        "no_gc": no_gc,
     }
     env = common.offline_env(
         {"HF_DATASETS_CACHE": str(run / "ds"), **common.thread_env(args.threads)}
@@ -344,7 +362,7 @@ def run_trl(
     timed = common.run_timed(
         [str(python), str(script), json.dumps(settings)], run / "trl.log", env=env
     )
-    common.require_ok(timed, "TRL 1.12 PPO")
+    common.require_ok(timed, "TRL 1.12 PPO" + (" (gc.collect patched out)" if no_gc else ""))
     result = json.loads((output / "result.json").read_text())
     return {
         "wall": timed.wall,
@@ -474,6 +492,13 @@ def main() -> int:
         help="ours clips gradients at training.maxGradNorm (default 1.0); TRL 1.12 PPO never"
         " clips. Set e.g. 1e9 to run the same algorithm without clipping",
     )
+    parser.add_argument(
+        "--trl-gc",
+        choices=("both", "on", "off"),
+        default="both",
+        help="TRL 1.12's PPO calls gc.collect() twice per update: run TRL with it (on),"
+        " with gc.collect patched to a no-op during train() (off), or both (default)",
+    )
     parser.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
     parser.add_argument("--torch-from-pypi", action="store_true", help="see bench/trl_venv.py")
     parser.add_argument("--workdir", help="folder for artifacts and runs (default: temp)")
@@ -493,10 +518,12 @@ def main() -> int:
         torch.set_num_threads(args.threads)  # the shared evaluation, in this process
     paths = prepare(folder, args)
     evaluate = Evaluator(paths, args)
-    results: dict[str, list[dict[str, float]]] = {"ours": [], "trl": []}
+    trl_sides = {"on": ["trl"], "off": ["trl-nogc"], "both": ["trl", "trl-nogc"]}[args.trl_gc]
+    sides = ["ours", *trl_sides]
+    results: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     own_evals = []
     for index in range(args.runs):
-        order = ("ours", "trl") if index % 2 == 0 else ("trl", "ours")
+        order = sides if index % 2 == 0 else sides[::-1]
         seed = args.seed if args.same_seed else args.seed + index
         for side in order:
             run = folder / "runs" / f"run{index}-{side}"
@@ -505,7 +532,7 @@ def main() -> int:
             result = (
                 run_ours(args, paths, run, seed)
                 if side == "ours"
-                else run_trl(args, paths, run, python, seed)
+                else run_trl(args, paths, run, python, seed, no_gc=side == "trl-nogc")
             )
             row = figures(result, evaluate(result["policy"]))
             row["load"] = float(common.loadavg())
@@ -513,7 +540,7 @@ def main() -> int:
             if side == "ours":
                 own_evals.append(result["own_eval"])
             print(
-                f"  run {index + 1}/{args.runs} seed {seed} {side:4s}:"
+                f"  run {index + 1}/{args.runs} seed {seed} {side:8s}:"
                 f" score {row['score_first3']:.2f} ->"
                 f" {row['score_last3']:.2f}, eval {row['eval_reward_policy']:.2f} vs ref"
                 f" {row['eval_reward_reference']:.2f}, kl {row['kl_last3']:.2f},"
@@ -528,24 +555,36 @@ def main() -> int:
         side: {key: common.median([row[key] for row in rows]) for key, _ in ROWS}
         for side, rows in results.items()
     }
+    labels = {"trl": "TRL 1.12", "trl-nogc": "TRL 1.12, gc.collect off"}
     table_rows = []
     for key, label in ROWS:
-        ours, theirs = medians["ours"][key], medians["trl"][key]
-        ratio = ours / theirs if theirs else float("nan")
-        table_rows.append(
-            [label, ours, theirs, f"{ratio:.2f}" if key in ("episodes_per_second",) else ""]
-        )
+        row: list[Any] = [label, *(medians[side][key] for side in sides)]
+        for side in trl_sides:
+            theirs = medians[side][key]
+            ratio = medians["ours"][key] / theirs if theirs else float("nan")
+            row.append(f"{ratio:.2f}" if key == "episodes_per_second" else "")
+        table_rows.append(row)
     print()
     print(
         f"medians of {args.runs} runs (seeds {args.seed}"
-        f"{'' if args.same_seed else f'..{args.seed + args.runs - 1}'}, same on both sides);"
+        f"{'' if args.same_seed else f'..{args.seed + args.runs - 1}'}, same on every side);"
         f" {args.episodes} episodes, rollout {args.rollout},"
         f" {args.mini_batches} mini-batches, {args.epochs} epochs, lr {args.lr}, kl {args.kl},"
         f" response {args.response_length} tokens, temperature {args.temperature}"
     )
-    print(common.table(["figure", "ours", "TRL 1.12", "ours/TRL"], table_rows))
-    speed = medians["ours"]["episodes_per_second"] / medians["trl"]["episodes_per_second"]
-    print(f"speed ours/TRL: {speed:.2f}x (goal >= 1.0)")
+    headers = [
+        "figure",
+        "ours",
+        *(labels[side] for side in trl_sides),
+        *(f"ours/{labels[side]}" for side in trl_sides),
+    ]
+    print(common.table(headers, table_rows))
+    speeds = {
+        side: medians["ours"]["episodes_per_second"] / medians[side]["episodes_per_second"]
+        for side in trl_sides
+    }
+    for side, speed in speeds.items():
+        print(f"speed ours/{labels[side]}: {speed:.2f}x (goal >= 1.0)")
     common.save_json(
         args.json,
         {
@@ -555,7 +594,8 @@ def main() -> int:
             "medians": medians,
             "runs": results,
             "our_trainer_own_eval": own_evals,
-            "speed_ratio": speed,
+            "speed_ratio": speeds.get("trl"),
+            "speed_ratio_trl_without_gc": speeds.get("trl-nogc"),
         },
     )
     if not args.workdir and not args.keep:

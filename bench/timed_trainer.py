@@ -1,7 +1,7 @@
-"""``python bench/timed_trainer.py {sft,rm,ppo} --config PATH``: exactly
+"""``python bench/timed_trainer.py {sft,rm,dpo,ppo} --config PATH``: exactly
 ``python -m rlhf_trainer ...``, plus the wall time of the training call itself.
 
-It wraps ``transformers.Trainer.train`` (SFT, reward model) and
+It wraps ``transformers.Trainer.train`` (SFT, reward model, DPO: DPOTrainer is a Trainer) and
 ``rlhf_trainer.ppo_core.PPOLoop.train`` (PPO) with a timer and writes
 ``{"train_seconds": ..., "process_started": ...}`` to ``$BENCH_TIMING_FILE`` when the
 process ends. Nothing else changes: the trainer code runs unmodified.
@@ -45,7 +45,7 @@ def _write() -> None:
 def main() -> None:
     atexit.register(_write)
     stage = sys.argv[1] if len(sys.argv) > 1 else ""
-    if stage in ("sft", "rm"):
+    if stage in ("sft", "rm", "dpo"):
         import transformers
 
         transformers.Trainer.train = _timed(transformers.Trainer.train, "train_seconds")

@@ -1,4 +1,4 @@
-"""Our trainer vs a plain TRL script doing the same SFT / reward-model work.
+"""Our trainer vs a plain TRL script doing the same SFT / reward-model / DPO work.
 
 Both sides train the same model folder (a ~10.9M-parameter Llama built from a config with
 the tiny preset's tokenizer, or the preset itself with ``--size tiny``) on the same rows
@@ -8,8 +8,15 @@ on CPU, no evaluation and no generated samples.
 (a) ours:  ``python -m rlhf_trainer {sft,rm} --config CONFIG`` (through
     bench/timed_trainer.py, which only adds a timer around ``Trainer.train``), the config
     rendered from a job manifest by ``TrainerConfig`` as the operator renders it;
-(b) plain: a TRL script (SFTTrainer + SFTConfig, RewardTrainer + RewardConfig) that the
-    bench writes into the work folder and runs as a subprocess.
+(b) plain: a TRL script (SFTTrainer + SFTConfig, RewardTrainer + RewardConfig,
+    DPOTrainer + DPOConfig) that the bench writes into the work folder and runs as a
+    subprocess.
+
+DPO (``--stages dpo``): ours is a DPOJob (policy = the model folder, preference pairs,
+``dpo.beta`` / ``dpo.lossType``); plain TRL is DPOTrainer with the same beta and loss, the
+reference loaded from the same folder as a second model (as ours does), same batch, steps,
+learning rate, max_length, seed. Neither side evaluates (no eval or test split) and ours
+has no rewardModel to judge with, so ``train()`` is the same work on both sides.
 
 Each side reports, from one clock started on the first line of the Python process
 (ours: bench/timed_trainer.py; plain: the script): the time until ``train()`` begins
@@ -23,6 +30,7 @@ tokenization. ``--threads`` (default 1) fixes torch's threads for both sides.
 
     .venv/bin/python bench/trainer_overhead.py               # 5 runs each, SFT and RM
     .venv/bin/python bench/trainer_overhead.py --runs 1 --sft-steps 10 --rm-steps 10
+    .venv/bin/python bench/trainer_overhead.py --stages dpo --runs 3   # DPOJob vs plain DPO
 """
 
 from __future__ import annotations
@@ -92,6 +100,25 @@ PLAIN_SCRIPT = textwrap.dedent(
             train_dataset=dataset,
             processing_class=tokenizer,
         )
+    elif settings["stage"] == "dpo":
+        from transformers import AutoModelForCausalLM
+        from trl import DPOConfig, DPOTrainer
+
+        model = AutoModelForCausalLM.from_pretrained(settings["model"], dtype=torch.float32)
+        reference = AutoModelForCausalLM.from_pretrained(settings["model"], dtype=torch.float32)
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=reference,
+            args=DPOConfig(
+                **common,
+                loss_type=[settings["loss_type"]],
+                beta=settings["beta"],
+                label_smoothing=0.0,
+                precompute_ref_log_probs=False,
+            ),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
     else:
         from transformers import AutoModelForSequenceClassification
         from trl import RewardConfig, RewardTrainer
@@ -139,6 +166,9 @@ def prepare(folder: Path, size: str, rows: int, seed: int) -> dict[str, Path]:
         "rm": common.write_jsonl(
             folder / "data" / "rm.jsonl", tiny_records("rm", "preference", rows, seed)
         ),
+        "dpo": common.write_jsonl(
+            folder / "data" / "dpo.jsonl", tiny_records("dpo", "preference", rows, seed)
+        ),
     }
 
 
@@ -154,7 +184,7 @@ def our_manifest(stage: str, steps: int, args: argparse.Namespace) -> dict[str, 
     }
     spec: dict[str, Any] = {
         **common.CPU,
-        "model": common.claim("model"),
+        ("policy" if stage == "dpo" else "model"): common.claim("model"),
         "dataset": {**common.claim("data.jsonl"), "format": _format(stage)},
         "training": training,
         "runPolicy": {"checkpointInterval": args.save_steps},
@@ -162,6 +192,9 @@ def our_manifest(stage: str, steps: int, args: argparse.Namespace) -> dict[str, 
     if stage == "sft":
         spec["generation"] = {"samples": 0}
         return common.job_manifest("SFTJob", "bench-sft", spec)
+    if stage == "dpo":
+        spec["dpo"] = {"beta": args.beta, "lossType": args.loss_type}
+        return common.job_manifest("DPOJob", "bench-dpo", spec)
     return common.job_manifest("RewardModelJob", "bench-rm", spec)
 
 
@@ -176,7 +209,10 @@ def run_ours(
         run,
         "ours",
         our_manifest(stage, steps, args),
-        inputs={"model": str(paths["model"]), "dataset": str(paths[stage])},
+        inputs={
+            ("policy" if stage == "dpo" else "model"): str(paths["model"]),
+            "dataset": str(paths[stage]),
+        },
     )
     timing_file = run / "ours-timing.json"
     env = common.offline_env(
@@ -223,6 +259,8 @@ def run_plain(
         "seed": args.seed,
         "logging_steps": args.logging_steps,
         "save_steps": args.save_steps,
+        "beta": args.beta,
+        "loss_type": args.loss_type,
     }
     script = run.parent / "plain_trl.py"
     script.write_text(PLAIN_SCRIPT)
@@ -291,10 +329,17 @@ def summarise(stage: str, results: dict[str, list[dict[str, Any]]]) -> dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per side (default 5)")
-    parser.add_argument("--stages", default="sft,rm", help="sft, rm or both (default sft,rm)")
+    parser.add_argument(
+        "--stages", default="sft,rm", help="comma-separated: sft, rm, dpo (default sft,rm)"
+    )
     parser.add_argument("--size", choices=sorted(common.SIZES), default="10m")
     parser.add_argument("--sft-steps", type=int, default=50)
     parser.add_argument("--rm-steps", type=int, default=25)
+    parser.add_argument("--dpo-steps", type=int, default=25)
+    parser.add_argument("--beta", type=float, default=0.1, help="DPO beta (both sides)")
+    parser.add_argument(
+        "--loss-type", default="sigmoid", choices=("sigmoid", "ipo", "hinge", "robust")
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=64)
@@ -318,7 +363,7 @@ def main() -> int:
     document["parameters"] = parameters
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     for stage in stages:
-        steps = args.sft_steps if stage == "sft" else args.rm_steps
+        steps = {"sft": args.sft_steps, "rm": args.rm_steps, "dpo": args.dpo_steps}[stage]
         print(f"{stage}: {steps} steps, batch {args.batch}, {args.runs} runs each", flush=True)
         document[stage] = summarise(stage, bench_stage(stage, steps, args, paths, folder))
 

@@ -62,3 +62,14 @@ def test_operator_scale_script_measures_a_small_burst_and_idle(tmp_path) -> None
     assert burst["operator_requests_per_job"] >= 3
     assert idle["jobs"] == 10 and sum(idle["phases"].values()) == 10
     assert idle["operator_rss_mb"] > 0
+
+
+def test_comparison_scripts_parse_their_options() -> None:
+    """The TRL comparisons take minutes even on tiny settings (they train an SFT policy and
+    a reward model first), so only their option parsing and imports are checked here."""
+    for script, option in (
+        ("grpo_vs_trl.py", "--samples"),
+        ("ppo_vs_trl.py", "--trl-gc"),
+        ("trainer_overhead.py", "--dpo-steps"),
+    ):
+        assert option in _run(script, "--help", timeout=120).stdout
