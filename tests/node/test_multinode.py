@@ -63,6 +63,7 @@ def _rank(pod: dict) -> int:
     return int(pod["metadata"]["annotations"][INDEX])
 
 
+@pytest.mark.timeout(1800)  # two groups of two ranks on a 2-core node: 900 s hit under load
 def test_a_killed_rank_restarts_the_whole_group_once_and_it_resumes(pipeline) -> None:
     """SIGKILL to rank 1's container (its launcher, the container's first process; the
     workers go with it): rank 1's pod fails with 137, the Job fails (backoffLimit 0), the
