@@ -41,7 +41,7 @@ def _mounts(pid: int) -> dict[str, str]:
 
 @pytest.mark.timeout(1500)
 def test_an_openshift_style_job_runs_under_an_arbitrary_uid_with_gid_0(pipeline) -> None:
-    job = _long_sft("openshift", steps=600)
+    job = _long_sft("openshift", steps=300)
     job["spec"]["pod"] = {
         "securityContext": {
             "assignedByPlatform": True,
@@ -68,7 +68,7 @@ def test_an_openshift_style_job_runs_under_an_arbitrary_uid_with_gid_0(pipeline)
     assert mounts["/"].startswith("ro"), mounts  # the root filesystem stays read-only
 
     done = pipeline.wait_for_phase("sftjob", "openshift", "Succeeded", 900)  # slow under load
-    assert done["status"]["progress"]["step"] == 600
+    assert done["status"]["progress"]["step"] == 300
     body = pipeline.get("pod", pod)
     assert body is not None
     assert body["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
