@@ -98,7 +98,7 @@ def test_a_killed_rank_restarts_the_whole_group_once_and_it_resumes(pipeline) ->
     )["items"]  # fmt: skip
     restarted = [e for e in events if e["reason"] == "GroupRestarted"]
     assert len(restarted) == 1 and "rank 1 exited with code 137" in restarted[0]["message"]
-    model = pipeline.claim_folder("group-sft-output") / "model"
+    model = pipeline.claim_folder("group-sft-output") / "group-sft" / "model"
     assert (model / "COMPLETE").exists()
 
 
