@@ -42,7 +42,7 @@ def test_dpo_example_and_a_dpo_job_chained_from_it(pipeline) -> None:
     assert status["metrics"]["eval_rewards/accuracies"] >= 0.9, status["metrics"]
     assert status["metrics"]["eval/win_rate"] > 0.5, status["metrics"]
     assert status["output"]["claimName"] == "dpo-demo-dpo-output"
-    assert status["output"]["path"] == "model"
+    assert status["output"]["path"] == "dpo-demo-dpo/model"
     assert status["progress"]["percent"] == 100
 
     # The DPO pod read the policy and the judge through read-only mounts of their claims.
@@ -61,7 +61,7 @@ def test_dpo_example_and_a_dpo_job_chained_from_it(pipeline) -> None:
         "dpo-demo-sft-output": True,
         "dpo-judge-rm-output": True,
     }
-    output = pipeline.claim_folder("dpo-demo-dpo-output")
+    output = pipeline.claim_folder("dpo-demo-dpo-output") / "dpo-demo-dpo"
     assert (output / "model" / "COMPLETE").exists()
     judged = (output / "model" / "samples.jsonl").read_text().splitlines()
     assert 0 < len(judged) <= 12  # distinct held-out prompts, at most dpo.evalPrompts
