@@ -99,10 +99,11 @@ class RealCluster:
     """The control plane and one real node, in a network namespace; ``start``/``stop``.
 
     ``cluster`` is the ``KubeCluster`` (kubectl, helm, kubeconfigs); ``shared_volumes``
-    statically provisioned ReadWriteMany volumes are made at start.
+    statically provisioned ReadWriteMany volumes are made at start, and
+    ``recycle_shared_volumes`` makes the ones whose claims were deleted bindable again.
     """
 
-    shared_volumes: int = 6
+    shared_volumes: int = 8
     start_timeout: float = 240.0
     keep_dir: bool = False
     cluster: KubeCluster | None = None
@@ -240,6 +241,32 @@ class RealCluster:
         if len(running) != 1:
             raise LookupError(f"pod {namespace}/{pod}: {len(running)} running containers")
         return running[0]
+
+    def recycle_shared_volumes(self) -> list[str]:
+        """Wipe and free the shared volumes whose claims are gone (Released, with policy
+        Retain, never bind again on their own): a session's tests use more claims of the
+        shared class than the pool holds. Returns the names of the volumes freed."""
+        found = json.loads(self.kube.kubectl("get", "pv", "-o", "json").stdout)["items"]
+        freed = []
+        for volume in found:
+            if volume["spec"].get("storageClassName") != SHARED_STORAGE_CLASS:
+                continue
+            if volume.get("status", {}).get("phase") != "Released":
+                continue
+            folder = Path(volume["spec"]["hostPath"]["path"])
+            for entry in folder.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            folder.chmod(0o777)
+            name = volume["metadata"]["name"]
+            self.kube.kubectl(
+                "patch", "pv", name, "--type=json",
+                "-p", '[{"op": "remove", "path": "/spec/claimRef"}]',
+            )  # fmt: skip
+            freed.append(name)
+        return freed
 
     def claim_folder(self, namespace: str, claim: str) -> Path:
         """The host folder behind a bound claim (a hostPath or local volume on this node)."""

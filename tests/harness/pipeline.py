@@ -106,7 +106,8 @@ class Pipeline:
         self.folder = folder
 
     def kubectl(self, *args: str, **kwargs):  # type: ignore[no-untyped-def]
-        return self.cluster.kubectl(*args, "-n", self.namespace, **kwargs)
+        # The namespace goes first: after a `--` (kubectl exec) it would reach the command.
+        return self.cluster.kubectl("-n", self.namespace, *args, **kwargs)
 
     def apply(self, *documents: dict | Path) -> None:
         for document in documents:
@@ -190,6 +191,33 @@ class Pipeline:
             f"/api/v1/namespaces/{self.namespace}/pods/{pod}/eviction", body
         )
         assert status == 201, (status, text)
+
+    def shared_claim(self, name: str, access_mode: str = "ReadWriteOnce") -> Path:
+        """A claim on the node's statically provisioned shared class (bound at once, where
+        local-path waits for a pod), for a test to fill; returns its host folder."""
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {
+                    "accessModes": [access_mode],
+                    "storageClassName": "shared-hostpath",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        )
+        self.wait_for("pvc", name, lambda b: b["status"].get("phase") == "Bound", 30, "bound")
+        return self.claim_folder(name)
+
+    def write_dataset(
+        self, claim: str, file: str, rows: list[dict], access_mode: str = "ReadWriteOnce"
+    ) -> None:
+        """JSON lines into a new shared claim, readable by the trainer's non-root user."""
+        folder = self.shared_claim(claim, access_mode)
+        (folder / file).write_text("".join(json.dumps(row) + "\n" for row in rows))
+        folder.chmod(0o755)
+        (folder / file).chmod(0o644)
 
     def claim_folder(self, claim: str) -> Path:
         """The host folder behind a bound PersistentVolumeClaim (local-path or shared-hostpath)."""

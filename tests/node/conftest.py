@@ -48,6 +48,7 @@ def node_namespace(real_cluster):  # type: ignore[no-untyped-def]
     """A fresh namespace; afterwards deleted, and its pods waited for, so that the next test
     finds the node's CPU and memory free again."""
     kube = real_cluster.kube
+    real_cluster.recycle_shared_volumes()  # those of the tests before, their claims deleted
     name = f"test-{uuid.uuid4().hex[:10]}"
     kube.kubectl("create", "namespace", name)
     kube.wait_for_service_account(name)

@@ -64,6 +64,35 @@ def installed_chart(real_cluster):  # type: ignore[no-untyped-def]
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def _dpo_and_grpo_beside_the_smoke_pipeline() -> list[dict]:
+    """A DPOJob and a GRPO PPOJob from the smoke SFT policy, judged by the smoke reward model,
+    short: every dashboard panel (DPO's, GRPO's zero-variance groups) gets data."""
+    smoke_ppo = yaml.safe_load((SMOKE / "ppojob.yaml").read_text())
+    resources = smoke_ppo["spec"]["resources"]
+    grpo = json.loads(json.dumps(smoke_ppo))
+    grpo["metadata"]["name"] = "smoke-grpo"
+    grpo["spec"]["ppo"].update(
+        {"advantageEstimator": "grpo", "samplesPerPrompt": 4, "totalEpisodes": 64,
+         "klPenalty": "loss", "klEstimator": "k3", "evalPrompts": 16}
+    )  # fmt: skip
+    dpo = {
+        "apiVersion": "rlhf.dev/v1alpha1",
+        "kind": "DPOJob",
+        "metadata": {"name": "smoke-dpo"},
+        "spec": {
+            "policy": {"fromJob": {"kind": "SFTJob", "name": "smoke-sft"}},
+            "rewardModel": {"fromJob": {"kind": "RewardModelJob", "name": "smoke-rm"}},
+            "dataset": {"preset": "tiny", "evalFraction": 0.25, "maxSamples": 128},
+            "training": {"learningRate": 5e-4, "batchSize": 16, "maxLength": 64,
+                         "loggingSteps": 1, "epochs": 1},
+            "dpo": {"beta": 0.1, "evalPrompts": 8, "responseLength": 12},
+            "resources": resources,
+            "output": {"size": "1Gi"},
+        },
+    }  # fmt: skip
+    return [dpo, grpo]
+
+
 def _prometheus_discovering_pods(real_cluster, folder: Path):  # type: ignore[no-untyped-def]
     """A real Prometheus (on this host's loopback) scraping pods by pod IP with the common
     annotation-based job, pods discovered through the apiserver (harness.PodDiscovery)."""
@@ -118,11 +147,14 @@ def test_helm_install_then_kubectl_apply_the_smoke_pipeline_with_prometheus_and_
                 },
             },
             broken,
+            *_dpo_and_grpo_beside_the_smoke_pipeline(),
         )
         for kind, name in (
             ("sftjob", "smoke-sft"),
             ("rewardmodeljob", "smoke-rm"),
+            ("dpojob", "smoke-dpo"),
             ("ppojob", "smoke-ppo"),
+            ("ppojob", "smoke-grpo"),
         ):
             pipeline.wait_for_phase(kind, name, "Succeeded", 400)
         failed = pipeline.wait_for_phase("sftjob", "broken", "Failed", 120)
@@ -182,7 +214,7 @@ def test_helm_install_then_kubectl_apply_the_smoke_pipeline_with_prometheus_and_
         assert series('rlhf_ppo_score{rlhf_job="smoke-ppo"}')
         assert series('rlhf_ppo_kl{rlhf_job="smoke-ppo"}')
         succeeded = prometheus.query('sum(rlhf_operator_jobs{phase="Succeeded"})')
-        assert float(succeeded[0]["value"][1]) == 3
+        assert float(succeeded[0]["value"][1]) == 5
         assert prometheus.query(
             'rlhf_operator_job_failures_total{kind="SFTJob", reason="ConfigError"}'
         )
@@ -194,11 +226,15 @@ def test_helm_install_then_kubectl_apply_the_smoke_pipeline_with_prometheus_and_
                 f'group by (rlhf_job) (rlhf_training_step{{rlhf_namespace="{namespace}"}})'
             )
         }
-        assert {"smoke-sft", "smoke-rm", "smoke-ppo"} <= offered
+        assert {"smoke-sft", "smoke-rm", "smoke-ppo", "smoke-dpo", "smoke-grpo"} <= offered
+        queries = _panel_queries(namespace, "|".join(sorted(offered)))
+        # Series a trainer exports on a GPU only (this node has none): those panels alone.
+        gpu_only = [query for query in queries if "_gpu_memory_peak_bytes" in query[2]]
+        assert [title for _, title, _ in gpu_only] == ["GPU memory peak per phase"]
         empty = [
             f"{board}: {title}: {expr}"
-            for board, title, expr in _panel_queries(namespace, "|".join(sorted(offered)))
-            if not series(expr)
+            for board, title, expr in queries
+            if (board, title, expr) not in gpu_only and not series(expr)
         ]
         assert not empty, "dashboard queries without data after a run:\n" + "\n".join(empty)
 

@@ -69,7 +69,7 @@ def test_dpo_example_and_a_dpo_job_chained_from_it(pipeline) -> None:
     chained = pipeline.wait_for_phase("dpojob", "dpo-again", "Succeeded", 300)
     assert chained["status"]["metrics"]["eval_rewards/accuracies"] >= 0.0
     config = json.loads(pipeline.get("configmap", "dpo-again-dpo-config")["data"]["config.json"])
-    assert config["paths"]["inputs"] == {"policy": "/inputs/policy/model"}
+    assert config["paths"]["inputs"] == {"policy": "/inputs/policy/dpo-demo-dpo/model"}
 
     table = pipeline.kubectl("get", "dpo", "--no-headers").stdout.splitlines()
     assert len(table) == 2 and all(row.split()[1:3] == ["Succeeded", "100"] for row in table)

@@ -105,23 +105,8 @@ def test_a_killed_rank_restarts_the_whole_group_once_and_it_resumes(pipeline) ->
 def test_a_two_node_job_with_bad_data_fails_with_65_after_one_attempt(pipeline) -> None:
     """Both ranks find the data malformed: the containers exit 65 (not torchrun's 1), the
     Job's podFailurePolicy fails it at once, and the operator restarts nothing."""
-    pipeline.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "shared-hostpath",  # bound at once: the test fills it
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-    )
-    pipeline.wait_for("pvc", "data", lambda b: b["status"].get("phase") == "Bound", 30, "bound")
-    data = pipeline.claim_folder("data")
-    (data / "sft.jsonl").write_text(json.dumps({"question": "hi", "answer": "there"}) + "\n")
-    data.chmod(0o755)
-    (data / "sft.jsonl").chmod(0o644)
+    rows = [{"question": "hi", "answer": "there"}]
+    pipeline.write_dataset("data", "sft.jsonl", rows, access_mode="ReadWriteMany")  # 2 nodes read
     sft = _two_nodes(_smoke("sftjob"))
     sft["metadata"]["name"] = "baddata"
     sft["spec"]["dataset"] = {

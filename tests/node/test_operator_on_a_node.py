@@ -150,23 +150,7 @@ def test_missing_upstream_waits_and_failed_upstream_fails_downstream(pipeline, t
     assert "SFTJob/smoke-sft (it does not exist yet)" in waiting["message"]
 
     # The upstream exists but its data is malformed: a user error, failed at once.
-    pipeline.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "shared-hostpath",  # bound at once: the test fills it
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-    )
-    pipeline.wait_for("pvc", "data", lambda b: b["status"].get("phase") == "Bound", 30, "bound")
-    data = pipeline.claim_folder("data")
-    (data / "sft.jsonl").write_text(json.dumps({"question": "hi", "answer": "there"}) + "\n")
-    data.chmod(0o755)
-    (data / "sft.jsonl").chmod(0o644)
+    pipeline.write_dataset("data", "sft.jsonl", [{"question": "hi", "answer": "there"}])
     sft = _smoke("sftjob")
     sft["spec"]["dataset"] = {
         "pvc": {"claimName": "data", "path": "sft.jsonl"},

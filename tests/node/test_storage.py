@@ -15,24 +15,8 @@ from tests.node.test_operator_on_a_node import _long_sft, _smoke
 pytestmark = pytest.mark.cluster
 
 
-def _shared_claim(pipeline, name: str) -> None:  # type: ignore[no-untyped-def]
-    pipeline.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "shared-hostpath",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-    )
-    pipeline.wait_for("pvc", name, lambda b: b["status"].get("phase") == "Bound", 30, "bound")
-
-
 def test_jobs_sharing_an_existing_claim_write_in_their_own_folders(pipeline) -> None:
-    _shared_claim(pipeline, "team-storage")
+    claim = pipeline.shared_claim("team-storage")
     jobs = []
     for name in ("first", "second"):
         job = _smoke("sftjob")
@@ -40,7 +24,6 @@ def test_jobs_sharing_an_existing_claim_write_in_their_own_folders(pipeline) -> 
         job["spec"]["output"] = {"existingClaim": "team-storage"}
         jobs.append(job)
     pipeline.apply(*jobs)
-    claim = pipeline.claim_folder("team-storage")
     for name in ("first", "second"):  # one after the other on a 2-CPU node: 1 CPU each
         done = pipeline.wait_for_phase("sftjob", name, "Succeeded", 400)
         assert done["status"]["output"] == {
