@@ -15,6 +15,7 @@ from rlhf_operator.runpolicy import job_spec_patch
 from rlhf_operator.settings import OperatorSettings
 from rlhf_operator.status import observe
 
+from tests.cluster_views import one_job_view
 from tests.invalid_manifests import minimal_manifest
 
 T0 = "2026-11-30T08:00:00Z"
@@ -235,23 +236,8 @@ def test_a_user_error_on_one_rank_is_the_jobs_failure_reason() -> None:
 # --- reconcile: recorded, then deleted; the fresh Job waits for the old pods -------------
 
 
-class _Store(dict):  # type: ignore[type-arg]
-    def file(self, key: Any, value: Any) -> None:
-        self.setdefault(key, []).append(value)
-
-
 def _view(batch: dict | None, pods: list[dict]) -> cache.ClusterView:
-    batch_jobs, pod_store = _Store(), _Store()
-    if batch is not None:
-        batch_jobs.file(("team", "demo-sft"), cache.trim_batch_job(batch))
-    for each in pods:
-        pod_store.file(("team", "demo-sft"), cache.trim_pod(each))
-    return cache.ClusterView(
-        batch_jobs=batch_jobs,
-        pods=pod_store,
-        training_jobs={kind: _Store() for kind in KINDS_BY_NAME},
-        dependents_by_kind={kind: _Store() for kind in KINDS_BY_NAME},
-    )
+    return one_job_view("team", "demo-sft", batch, pods)
 
 
 @pytest.fixture

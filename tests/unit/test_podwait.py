@@ -13,6 +13,7 @@ from rlhf_operator.chaining import Decision
 from rlhf_operator.settings import OperatorSettings
 from rlhf_operator.status import PODS_NOT_STARTED, observe, stops_its_job
 
+from tests.cluster_views import one_job_view
 from tests.invalid_manifests import minimal_manifest
 
 START = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
@@ -420,23 +421,8 @@ def test_the_start_deadline_is_validated() -> None:
 # --- reconcile: the Job of a job failed so is stopped, and Events are read ---------------
 
 
-class _Store(dict):  # type: ignore[type-arg]
-    def file(self, key: Any, value: Any) -> None:
-        self.setdefault(key, []).append(value)
-
-
 def _view(batch: dict | None, pods: list[dict]) -> cache.ClusterView:
-    batch_jobs, pod_store = _Store(), _Store()
-    if batch is not None:
-        batch_jobs.file(("team", "demo-sft"), cache.trim_batch_job(batch))
-    for each in pods:
-        pod_store.file(("team", "demo-sft"), cache.trim_pod(each))
-    return cache.ClusterView(
-        batch_jobs=batch_jobs,
-        pods=pod_store,
-        training_jobs={kind: _Store() for kind in KINDS_BY_NAME},
-        dependents_by_kind={kind: _Store() for kind in KINDS_BY_NAME},
-    )
+    return one_job_view("team", "demo-sft", batch, pods)
 
 
 @pytest.fixture
