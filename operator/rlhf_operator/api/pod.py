@@ -124,14 +124,23 @@ def _names(items: list[dict[str, Any]], key: str) -> list[Any]:
     return [item.get(key) for item in items]
 
 
-VOLUME_NAMES_UNIQUE = Rule(
-    cel=(
-        "!has(self.volumes)"
-        " || self.volumes.all(v, self.volumes.filter(w, w.name == v.name).size() == 1)"
-    ),
-    check=lambda pod: len(set(_names(pod.volumes, "name"))) == len(pod.volumes),
-    message="volumes: each volume needs its own name",
-    field="volumes",
+def _unique_within(field: str, attribute: str, key: str, message: str) -> Rule:
+    """No two items of the list ``field`` (``attribute`` of the model) share ``key``."""
+    return Rule(
+        cel=(
+            f"!has(self.{field})"
+            f" || self.{field}.all(a, self.{field}.filter(b, b.{key} == a.{key}).size() == 1)"
+        ),
+        check=lambda pod: (
+            len(set(_names(getattr(pod, attribute), key))) == len(getattr(pod, attribute))
+        ),
+        message=message,
+        field=field,
+    )
+
+
+VOLUME_NAMES_UNIQUE = _unique_within(
+    "volumes", "volumes", "name", "volumes: each volume needs its own name"
 )
 VOLUMES_ARE_NOT_THE_OPERATORS = Rule(
     cel=(
@@ -195,14 +204,8 @@ MOUNT_PATHS_CLEAN = Rule(
     ),
     field="volumeMounts",
 )
-MOUNT_PATHS_UNIQUE = Rule(
-    cel=(
-        "!has(self.volumeMounts) || self.volumeMounts.all(m,"
-        " self.volumeMounts.filter(n, n.mountPath == m.mountPath).size() == 1)"
-    ),
-    check=lambda pod: len(set(_names(pod.volume_mounts, "mountPath"))) == len(pod.volume_mounts),
-    message="volumeMounts: each mount needs its own mountPath",
-    field="volumeMounts",
+MOUNT_PATHS_UNIQUE = _unique_within(
+    "volumeMounts", "volume_mounts", "mountPath", "volumeMounts: each mount needs its own mountPath"
 )
 MOUNTS_ARE_NOT_THE_OPERATORS = Rule(
     cel=(
