@@ -109,13 +109,8 @@ def observe(
         why_pods_wait(batch_job, pods, warning_events) if batch_job is not None and active else None
     )
     phase, reason, message = _phase(
-        job, decision, batch_job, pods, wait, _parse(timestamp), workload
+        job, decision, batch_job, pods, wait, _parse(timestamp), workload, group
     )
-    restarting = group is not None and group.action in ("restart", "replacing")
-    if restarting and group is not None:
-        phase, reason, message = "Pending", GROUP_RESTARTING, group.message
-    elif group is not None and group.action == "exhausted":
-        phase, reason, message = "Failed", RESTARTS_EXHAUSTED, group.message
     if group is not None and group.action != "nothing":
         status["restarts"] = group.restarts
         status["disruptionRestarts"] = group.disruption_restarts
@@ -241,8 +236,14 @@ def _phase(
     wait: PodWait | None,
     now: datetime,
     workload: dict[str, Any] | None = None,
+    group: GroupDecision | None = None,
 ) -> tuple[str, str, str]:
-    """(phase, reason, message) from the world as it is now."""
+    """(phase, reason, message) from the world as it is now. A multi-node job's group
+    decision comes first: its failed Job is being replaced, or its restarts are spent."""
+    if group is not None and group.action in ("restart", "replacing"):
+        return "Pending", GROUP_RESTARTING, group.message
+    if group is not None and group.action == "exhausted":
+        return "Failed", RESTARTS_EXHAUSTED, group.message
     if batch_job is None:
         if decision.readiness == "failed":
             return "Failed", decision.reason, decision.message
