@@ -13,7 +13,15 @@ import torch
 from rlhf_trainer.ppo_core import PPOHyperparameters, PPOLoop, latest_checkpoint
 from rlhf_trainer.rollout import PromptSchedule
 
-from tests.trainer.test_ppo_core import OBJECTS, SUBJECTS, VERBS, fresh_models, tiny_setup
+from tests.trainer.test_ppo_core import (
+    OBJECTS,
+    SUBJECTS,
+    VERBS,
+    fresh_models,
+    make_loop,
+    small_hyperparameters,
+    tiny_setup,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,29 +46,13 @@ def held_out_prompts(count: int = 32) -> list[list[int]]:
     return prompts
 
 
-def make_loop(hyperparameters: PPOHyperparameters, seed: int = 0, **kwargs) -> PPOLoop:
-    models = fresh_models(seed)
-    if not hyperparameters.uses_value_model:
-        models["value_model"] = None
-    return PPOLoop(hyperparameters=hyperparameters, **models, **kwargs)
-
-
 def small(estimator: str, updates: int = 1, **overrides) -> PPOHyperparameters:
+    """test_ppo_core's small settings with ``estimator``: 4 samples per prompt for the
+    group estimators, one for the others."""
     samples = 1 if estimator in ("gae", "reinforce++") else 4
-    settings = {
-        "advantage_estimator": estimator,
-        "samples_per_prompt": samples,
-        "total_episodes": 8 * updates,
-        "rollout_batch_size": 8,
-        "mini_batches": 2,
-        "epochs": 2,
-        "learning_rate": 1e-3,
-        "response_length": 6,
-        "temperature": 1.0,
-        "seed": 0,
-        **overrides,
-    }
-    return PPOHyperparameters(**settings)
+    return small_hyperparameters(
+        updates, **{"advantage_estimator": estimator, "samples_per_prompt": samples, **overrides}
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -298,7 +298,11 @@ def fresh_models(seed: int = 0) -> dict:
 
 
 def make_loop(hyperparameters: PPOHyperparameters, seed: int = 0, **kwargs) -> PPOLoop:
-    return PPOLoop(hyperparameters=hyperparameters, **fresh_models(seed), **kwargs)
+    """A loop on fresh tiny models; no value model for the estimators that use none."""
+    models = fresh_models(seed)
+    if not hyperparameters.uses_value_model:
+        models["value_model"] = None
+    return PPOLoop(hyperparameters=hyperparameters, **models, **kwargs)
 
 
 def small_hyperparameters(updates: int, **overrides) -> PPOHyperparameters:
