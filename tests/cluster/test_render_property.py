@@ -231,9 +231,20 @@ class Apiserver:
         )
 
     def dry_run(self, manifest: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self._post(manifest, "?dryRun=All&fieldValidation=Strict")
+
+    def create_service_account(self, name: str) -> None:
+        """The ServiceAccount a pod names, for real (the ServiceAccount admission plugin
+        refuses a pod naming one that does not exist, dry run or not)."""
+        status, answer = self._post(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}, ""
+        )
+        assert status in (201, 409), answer
+
+    def _post(self, manifest: dict[str, Any], query: str) -> tuple[int, dict[str, Any]]:
         self.connection.request(
             "POST",
-            self._collection(manifest) + "?dryRun=All&fieldValidation=Strict",
+            self._collection(manifest) + query,
             body=json.dumps(manifest),
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
@@ -253,6 +264,7 @@ class Apiserver:
             "Service": "services",
             "Job": "jobs",
             "Pod": "pods",
+            "ServiceAccount": "serviceaccounts",
         }.get(manifest["kind"]) or next(
             info.plural for info in KINDS if info.kind == manifest["kind"]
         )
@@ -274,10 +286,10 @@ def children(stored: dict[str, Any]) -> list[dict[str, Any]]:
 
 def first_pod(rendered_job: dict[str, Any]) -> dict[str, Any]:
     """The pod of index 0 as the Job controller makes it: its labels, and for an Indexed
-    Job the hostname <job>-<index> under the Service's subdomain. The PriorityClass and
-    the ServiceAccount are left out: none exists on the test cluster, and the Priority and
-    ServiceAccount admission plugins refuse a pod naming one that does not (the CRD checks
-    both names as Kubernetes does: DNS subdomains)."""
+    Job the hostname <job>-<index> under the Service's subdomain. The PriorityClass is
+    left out: none exists on the test cluster, and the Priority admission plugin refuses a
+    pod naming one that does not (the CRD checks the name as Kubernetes does: a DNS
+    subdomain); ``refusals`` creates the ServiceAccount the pod names."""
     template = copy.deepcopy(rendered_job["spec"]["template"])
     job_name = rendered_job["metadata"]["name"]
     labels = {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": job_name}
@@ -286,7 +298,6 @@ def first_pod(rendered_job: dict[str, Any]) -> dict[str, Any]:
         metadata["labels"]["batch.kubernetes.io/job-completion-index"] = "0"
         template["spec"]["hostname"] = f"{job_name}-0"
     template["spec"].pop("priorityClassName", None)
-    template["spec"].pop("serviceAccountName", None)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
 
 
@@ -302,6 +313,9 @@ def refusals(apiserver: Apiserver, manifest: dict[str, Any]) -> list[str] | None
         return [f"the models refuse what the apiserver accepted: {error}"]
     problems = []
     for child in rendered:
+        account = child["spec"].get("serviceAccountName") if child["kind"] == "Pod" else None
+        if account:
+            apiserver.create_service_account(account)
         status, answer = apiserver.dry_run(child)
         if status != 201:
             problems.append(f"{child['kind']} refused: {answer.get('message', answer)}")
