@@ -44,6 +44,7 @@ from typing import Any
 
 import common
 import ppo_vs_trl
+import rl_runs
 
 TRL_SCRIPT = textwrap.dedent(
     '''
@@ -176,40 +177,18 @@ def run_ours(
             },
         },
     )
-    config, output = common.write_trainer_config(
-        run,
-        "ours",
-        manifest,
-        inputs={
-            "policy": str(paths["policy"]),
-            "rewardModel": str(paths["reward"]),
-            "dataset": str(paths["train_prompts"]),
-        },
-    )
-    timing_file = run / "timing.json"
-    timed = common.run_timed(
-        [common.PYTHON, str(common.BENCH / "timed_trainer.py"), "ppo", "--config", str(config)],
-        run / "ours.log",
-        env=common.offline_env(
-            {
-                "BENCH_TIMING_FILE": str(timing_file),
-                "HF_DATASETS_CACHE": str(run / "ds"),
-                **common.thread_env(args.threads),
-            }
-        ),
-    )
-    common.require_ok(timed, "our GRPO")
-    summary = json.loads((output / "metrics.json").read_text())
-    timing = json.loads(timing_file.read_text())
+    ours = rl_runs.run_our_trainer(manifest, paths, run, args.threads, "our GRPO")
     scores = [
-        float(row["objective/scores"]) for row in summary["history"] if "objective/scores" in row
+        float(row["objective/scores"])
+        for row in ours.summary["history"]
+        if "objective/scores" in row
     ]
     return {
-        "wall": timed.wall,
-        "train": timing["train_seconds"],
+        "wall": ours.wall,
+        "train": ours.train_seconds,
         "episodes": rollout * len(scores),
         "scores": scores,
-        "policy": output / "model",
+        "policy": ours.policy,
     }
 
 
@@ -218,8 +197,6 @@ def run_trl(
 ) -> dict[str, Any]:
     output = run / "trl"
     output.mkdir(parents=True, exist_ok=True)
-    script = run.parent / "trl_grpo.py"
-    script.write_text(TRL_SCRIPT)
     settings = {
         "policy": str(paths["policy"]),
         "reward": str(paths["reward"]),
@@ -234,17 +211,9 @@ def run_trl(
         "temperature": args.temperature,
         "seed": seed,
     }
-    env = common.offline_env(
-        {"HF_DATASETS_CACHE": str(run / "ds"), **common.thread_env(args.threads)}
-    )
-    env.pop("PYTHONPATH", None)  # nothing of ours in TRL's process
-    timed = common.run_timed(
-        [common.PYTHON, str(script), json.dumps(settings)], run / "trl.log", env=env
-    )
-    common.require_ok(timed, "TRL GRPO")
-    result = json.loads((output / "result.json").read_text())
+    wall, result = rl_runs.run_trl_script(TRL_SCRIPT, settings, run, args.threads, "TRL GRPO")
     return {
-        "wall": timed.wall,
+        "wall": wall,
         "train": result["train_seconds"],
         "episodes": int(result["episodes"]),
         "scores": [float(row["reward"]) for row in result["history"]],
@@ -253,9 +222,59 @@ def run_trl(
     }
 
 
+def scoring_forms(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, float]:
+    """The reward model's mean score of the SAME responses in the two sides' input forms.
+
+    Ours re-encodes (prompt, response) in the form the reward model was trained on
+    (``scoring.json``: the tokenizer's special tokens, EOS appended, as TRL's RewardTrainer
+    trains); TRL's GRPOTrainer scores ``prompt + decoded completion`` tokenized with
+    ``add_special_tokens=False`` (no BOS, no EOS). The responses: the SFT policy's, one
+    sampled per held-out prompt. A difference here is an offset between the two sides'
+    training-reward rows that is not learning."""
+    import torch
+    from rlhf_trainer.generation import generate
+    from rlhf_trainer.scoring import RewardScorer, read_format, score
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(paths["policy"]))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts = [
+        json.loads(line)["prompt"]
+        for line in paths["eval_prompts"].read_text().splitlines()
+        if line.strip()
+    ]
+    policy = AutoModelForCausalLM.from_pretrained(str(paths["policy"]), dtype=torch.float32)
+    responses = [
+        samples[0]
+        for samples in generate(
+            policy, tokenizer, prompts, max_new_tokens=args.response_length,
+            temperature=args.temperature, seed=args.seed,
+        )
+    ]  # fmt: skip
+    reward = AutoModelForSequenceClassification.from_pretrained(
+        str(paths["reward"]), num_labels=1, dtype=torch.float32
+    )
+    reward.config.pad_token_id = tokenizer.pad_token_id
+    form = read_format(paths["reward"], tokenizer, 64)
+    ours = RewardScorer(reward, tokenizer, form).score(prompts, responses)
+    trl_inputs = [
+        tokenizer(prompt + response, add_special_tokens=False)["input_ids"]
+        for prompt, response in zip(prompts, responses, strict=True)
+    ]
+    theirs = score(reward, tokenizer.pad_token_id, trl_inputs, 8)
+    return {
+        "ours_form": float(ours.mean()),
+        "trl_form": float(theirs.mean()),
+        "offset": float((ours - theirs).mean()),
+        "bos": float(tokenizer.bos_token is not None),
+        "append_eos": float(form.append_eos),
+    }
+
+
 def figures(result: dict[str, Any], evaluation: dict[str, float]) -> dict[str, float]:
     scores = result["scores"]
-    first, last = sum(scores[:3]) / len(scores[:3]), sum(scores[-3:]) / len(scores[-3:])
+    first, last = rl_runs.first_and_last(scores)
     return {
         "updates": float(len(scores)),
         "score_first3": first,
@@ -319,37 +338,37 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)  # the shared evaluation, in this process
     paths = ppo_vs_trl.prepare(folder, args)
+    forms = scoring_forms(paths, args)
+    print(
+        "the reward model's mean score of the SFT policy's responses to the held-out prompts:"
+        f" {forms['ours_form']:.2f} in our input form (as trained: special tokens"
+        f"{', EOS appended' if forms['append_eos'] else ''}), {forms['trl_form']:.2f} in"
+        f" TRL GRPOTrainer's (prompt + completion text, add_special_tokens=False):"
+        f" training-reward rows differ by {forms['offset']:+.2f} before any learning",
+        flush=True,
+    )
     evaluate = ppo_vs_trl.Evaluator(paths, args)
-    results: dict[str, list[dict[str, float]]] = {"ours": [], "trl": []}
     trl_version = "?"
-    for index in range(args.runs):
-        order = ("ours", "trl") if index % 2 == 0 else ("trl", "ours")
-        seed = args.seed + index
-        for side in order:
-            run = folder / "runs" / f"run{index}-{side}"
-            shutil.rmtree(run, ignore_errors=True)
-            run.mkdir(parents=True)
-            result = (run_ours if side == "ours" else run_trl)(args, paths, run, seed)
-            trl_version = result.get("trl", trl_version)
-            row = figures(result, evaluate(result["policy"]))
-            row["load"] = float(common.loadavg())
-            results[side].append(row)
-            print(
-                f"  run {index + 1}/{args.runs} seed {seed} {side:4s}: training reward"
-                f" {row['score_first3']:.2f} -> {row['score_last3']:.2f}, eval"
-                f" {row['eval_reward_policy']:.2f} vs ref {row['eval_reward_reference']:.2f},"
-                f" {row['episodes_per_second']:.1f} episodes/s, train"
-                f" {row['train_seconds']:.1f}s, process {row['process_seconds']:.1f}s,"
-                f" load {row['load']}",
-                flush=True,
-            )
-            if not args.keep:
-                shutil.rmtree(run, ignore_errors=True)
 
-    medians = {
-        side: {key: common.median([row[key] for row in rows]) for key, _ in ROWS}
-        for side, rows in results.items()
-    }
+    def run_side(side: str, run: Path, seed: int) -> dict[str, float]:
+        nonlocal trl_version
+        result = (run_ours if side == "ours" else run_trl)(args, paths, run, seed)
+        trl_version = result.get("trl", trl_version)
+        return figures(result, evaluate(result["policy"]))
+
+    def describe(row: dict[str, float]) -> str:
+        return (
+            f"training reward {row['score_first3']:.2f} -> {row['score_last3']:.2f},"
+            f" eval {row['eval_reward_policy']:.2f} vs ref {row['eval_reward_reference']:.2f},"
+            f" {row['episodes_per_second']:.1f} episodes/s, train {row['train_seconds']:.1f}s,"
+            f" process {row['process_seconds']:.1f}s"
+        )
+
+    results = rl_runs.alternating_runs(
+        folder, ("ours", "trl"), args.runs, lambda index: args.seed + index, run_side,
+        describe, args.keep,
+    )  # fmt: skip
+    medians = rl_runs.medians(results, [key for key, _ in ROWS])
     table_rows = []
     for key, label in ROWS:
         ours, theirs = medians["ours"][key], medians["trl"][key]
@@ -379,6 +398,7 @@ def main() -> int:
             "medians": medians,
             "runs": results,
             "speed_ratio": speed,
+            "scoring_forms": forms,
         },
     )
     if not args.workdir and not args.keep:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import rl_runs
 import trl_venv
 
 TRL_SCRIPT = textwrap.dedent(
@@ -288,39 +289,15 @@ def run_ours(
             },
         },
     )
-    config, output = common.write_trainer_config(
-        run,
-        "ours",
-        manifest,
-        inputs={
-            "policy": str(paths["policy"]),
-            "rewardModel": str(paths["reward"]),
-            "dataset": str(paths["train_prompts"]),
-        },
-    )
-    timing_file = run / "timing.json"
-    timed = common.run_timed(
-        [common.PYTHON, str(common.BENCH / "timed_trainer.py"), "ppo", "--config", str(config)],
-        run / "ours.log",
-        env=common.offline_env(
-            {
-                "BENCH_TIMING_FILE": str(timing_file),
-                "HF_DATASETS_CACHE": str(run / "ds"),
-                **common.thread_env(args.threads),
-            }
-        ),
-    )
-    common.require_ok(timed, "our PPO")
-    summary = json.loads((output / "metrics.json").read_text())
-    timing = json.loads(timing_file.read_text())
-    history = [row for row in summary["history"] if "objective/scores" in row]
-    own_eval = {k: v for k, v in summary["metrics"].items() if k.startswith("eval/")}
+    ours = rl_runs.run_our_trainer(manifest, paths, run, args.threads, "our PPO")
+    history = [row for row in ours.summary["history"] if "objective/scores" in row]
+    own_eval = {k: v for k, v in ours.summary["metrics"].items() if k.startswith("eval/")}
     return {
-        "wall": timed.wall,
-        "train": timing["train_seconds"],
+        "wall": ours.wall,
+        "train": ours.train_seconds,
         "episodes": args.rollout * len(history),
         "history": history,
-        "policy": output / "model",
+        "policy": ours.policy,
         "own_eval": own_eval,
     }
 
@@ -335,8 +312,6 @@ def run_trl(
 ) -> dict[str, Any]:
     output = run / "trl"
     output.mkdir(parents=True, exist_ok=True)
-    script = run.parent / "trl_ppo.py"
-    script.write_text(TRL_SCRIPT)
     settings = {
         "policy": str(paths["policy"]),
         "reward": str(paths["reward"]),
@@ -355,17 +330,10 @@ def run_trl(
         "max_length": 64,
         "no_gc": no_gc,
     }
-    env = common.offline_env(
-        {"HF_DATASETS_CACHE": str(run / "ds"), **common.thread_env(args.threads)}
-    )
-    env.pop("PYTHONPATH", None)  # nothing of ours in TRL's process
-    timed = common.run_timed(
-        [str(python), str(script), json.dumps(settings)], run / "trl.log", env=env
-    )
-    common.require_ok(timed, "TRL 1.12 PPO" + (" (gc.collect patched out)" if no_gc else ""))
-    result = json.loads((output / "result.json").read_text())
+    what = "TRL 1.12 PPO" + (" (gc.collect patched out)" if no_gc else "")
+    wall, result = rl_runs.run_trl_script(TRL_SCRIPT, settings, run, args.threads, what, python)
     return {
-        "wall": timed.wall,
+        "wall": wall,
         "train": result["train_seconds"],
         "episodes": int(result["episodes"]),
         "history": result["history"],
@@ -431,13 +399,13 @@ class Evaluator:
 def figures(result: dict[str, Any], evaluation: dict[str, float]) -> dict[str, float]:
     scores = [float(row["objective/scores"]) for row in result["history"]]
     kls = [float(row["objective/kl"]) for row in result["history"]]
-    first, last = sum(scores[:3]) / len(scores[:3]), sum(scores[-3:]) / len(scores[-3:])
+    first, last = rl_runs.first_and_last(scores)
     return {
         "updates": float(len(scores)),
         "score_first3": first,
         "score_last3": last,
         "score_gain": last - first,
-        "kl_last3": sum(kls[-3:]) / len(kls[-3:]),
+        "kl_last3": rl_runs.first_and_last(kls)[1],
         "eval_reward_policy": evaluation["eval/reward_policy"],
         "eval_reward_reference": evaluation["eval/reward_reference"],
         "eval_gain": evaluation["eval/reward_policy"] - evaluation["eval/reward_reference"],
@@ -520,41 +488,36 @@ def main() -> int:
     evaluate = Evaluator(paths, args)
     trl_sides = {"on": ["trl"], "off": ["trl-nogc"], "both": ["trl", "trl-nogc"]}[args.trl_gc]
     sides = ["ours", *trl_sides]
-    results: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     own_evals = []
-    for index in range(args.runs):
-        order = sides if index % 2 == 0 else sides[::-1]
-        seed = args.seed if args.same_seed else args.seed + index
-        for side in order:
-            run = folder / "runs" / f"run{index}-{side}"
-            shutil.rmtree(run, ignore_errors=True)
-            run.mkdir(parents=True)
-            result = (
-                run_ours(args, paths, run, seed)
-                if side == "ours"
-                else run_trl(args, paths, run, python, seed, no_gc=side == "trl-nogc")
-            )
-            row = figures(result, evaluate(result["policy"]))
-            row["load"] = float(common.loadavg())
-            results[side].append(row)
-            if side == "ours":
-                own_evals.append(result["own_eval"])
-            print(
-                f"  run {index + 1}/{args.runs} seed {seed} {side:8s}:"
-                f" score {row['score_first3']:.2f} ->"
-                f" {row['score_last3']:.2f}, eval {row['eval_reward_policy']:.2f} vs ref"
-                f" {row['eval_reward_reference']:.2f}, kl {row['kl_last3']:.2f},"
-                f" {row['episodes_per_second']:.1f} episodes/s, train {row['train_seconds']:.1f}s,"
-                f" process {row['process_seconds']:.1f}s",
-                flush=True,
-            )
-            if not args.keep:
-                shutil.rmtree(run, ignore_errors=True)
 
-    medians = {
-        side: {key: common.median([row[key] for row in rows]) for key, _ in ROWS}
-        for side, rows in results.items()
-    }
+    def run_side(side: str, run: Path, seed: int) -> dict[str, float]:
+        result = (
+            run_ours(args, paths, run, seed)
+            if side == "ours"
+            else run_trl(args, paths, run, python, seed, no_gc=side == "trl-nogc")
+        )
+        if side == "ours":
+            own_evals.append(result["own_eval"])
+        return figures(result, evaluate(result["policy"]))
+
+    def describe(row: dict[str, float]) -> str:
+        return (
+            f"score {row['score_first3']:.2f} -> {row['score_last3']:.2f},"
+            f" eval {row['eval_reward_policy']:.2f} vs ref {row['eval_reward_reference']:.2f},"
+            f" kl {row['kl_last3']:.2f}, {row['episodes_per_second']:.1f} episodes/s,"
+            f" train {row['train_seconds']:.1f}s, process {row['process_seconds']:.1f}s"
+        )
+
+    results = rl_runs.alternating_runs(
+        folder,
+        sides,
+        args.runs,
+        lambda index: args.seed if args.same_seed else args.seed + index,
+        run_side,
+        describe,
+        args.keep,
+    )
+    medians = rl_runs.medians(results, [key for key, _ in ROWS])
     labels = {"trl": "TRL 1.12", "trl-nogc": "TRL 1.12, gc.collect off"}
     table_rows = []
     for key, label in ROWS:
