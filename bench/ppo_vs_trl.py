@@ -265,6 +265,11 @@ def run_ours(
         "seed": seed,
         "maxLength": 64,
         "precision": "fp32",
+        # The micro-batch (capped at the mini-batch) and the chunk of the scoring passes:
+        # the whole rollout, as TRL's here (per_device_train_batch_size = the rollout, its
+        # local_rollout_forward_batch_size 64 >= the rollout). The default 8 would make
+        # ours run 2 micro-batches per mini-batch and 4 chunks per pass: other work.
+        "batchSize": args.rollout,
     }
     if args.our_max_grad_norm is not None:
         training["maxGradNorm"] = args.our_max_grad_norm
