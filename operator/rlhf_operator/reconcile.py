@@ -140,7 +140,7 @@ def _reconcile(
     if workload is not None and not has_finished(ours or {}):
         _apply_queue_suspension(job, workload)
     pods = [pod for pod in cached_pods if is_controlled_by(pod, job_uid)] if ours else []
-    progress = _progress(pods, settings)
+    progress = _progress(pods, settings) if progress_due(previous, settings) else None
     events: dict[str, list[dict[str, Any]]] = {}
     if ours is not None:
         for uid in podwait.event_subjects(ours, pods, datetime.now(UTC)):
@@ -371,6 +371,21 @@ def _stop_unstarted_job(status: dict[str, Any], found_job: dict[str, Any]) -> No
     )
     found_job["spec"] = {**spec, "activeDeadlineSeconds": STOPPED_DEADLINE_SECONDS}
     log.info("stopped Job %s/%s: %s", namespace, name, status.get("message", ""))
+
+
+def progress_due(
+    previous: dict[str, Any], settings: OperatorSettings, at: datetime | None = None
+) -> bool:
+    """Whether to ask the trainer for progress now: when the status has none yet, or it is
+    at least half a recheck interval old. Every status write comes back as a watch event,
+    and the reconcile it wakes would otherwise read new progress and write again at once:
+    a loop of reads and writes for as long as the job trains, costing the trainer and the
+    apiserver CPU. The running jobs' timer (every recheck interval) still reads it."""
+    stamp = (previous.get("progress") or {}).get("lastUpdateTime")
+    if not stamp:
+        return True
+    age = ((at or datetime.now(UTC)) - _parse(stamp)).total_seconds()
+    return age >= settings.recheck_seconds / 2 or age < 0
 
 
 def _progress(pods: list[dict[str, Any]], settings: OperatorSettings) -> dict[str, Any] | None:
