@@ -378,9 +378,9 @@ def progress_due(
 ) -> bool:
     """Whether to ask the trainer for progress now: when the status has none yet, or it is
     at least half a recheck interval old. Every status write comes back as a watch event,
-    and the reconcile it wakes would otherwise read new progress and write again at once:
-    a loop of reads and writes for as long as the job trains, costing the trainer and the
-    apiserver CPU. The running jobs' timer (every recheck interval) still reads it."""
+    and the reconcile it wakes would otherwise read /progress again and, once the step
+    has moved into a new second, write again: reads and writes bounded only by how often
+    the status changes. The running jobs' timer (every recheck interval) still reads it."""
     stamp = (previous.get("progress") or {}).get("lastUpdateTime")
     if not stamp:
         return True

@@ -1,6 +1,6 @@
 """How often the operator asks a running trainer for progress. Every status write comes back
 as a watch event; the reconcile it wakes must not read progress and write again at once, or
-the operator polls the trainer and writes the status in a loop for as long as it trains."""
+the operator polls the trainer and writes the status as often as the trainer's step moves."""
 
 from __future__ import annotations
 
